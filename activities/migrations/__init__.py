@@ -1,0 +1,1 @@
+"""Alembic migrations of the case store; run them with ``activities.migrate.upgrade``."""

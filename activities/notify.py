@@ -1,0 +1,80 @@
+"""The ``notify`` activity: record a message in the outbox, then send it at most once.
+
+The outbox row, keyed by the effect's idempotency key, is written before anything is sent, so
+a retried activity finds it and never mails twice; the only gap left is a crash between the
+SMTP server accepting the message and the row being marked sent, which resends the same
+Message-ID (mail clients collapse it).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import structlog
+from temporalio import activity
+
+from activities.mailer import Mailer, message_id
+from activities.store import CaseStore, OutboxMessage
+from activities.templates import render
+from settings import Settings
+from workflows.contract import Notify
+
+NotifyResult = Literal["sent", "already_sent", "kept"]
+
+
+class NotifyActivities:
+    def __init__(self, store: CaseStore, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        # No SMTP URL is a supported setup (development, demos): messages wait in the outbox.
+        self.mailer = Mailer(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
+
+    @activity.defn(name="notify")
+    async def notify(self, request: Notify) -> NotifyResult:
+        log = structlog.get_logger().bind(
+            case_number=request.case_number,
+            key=request.key,
+            template=str(request.template),
+            attempt=activity.info().attempt if activity.in_activity() else None,
+        )
+        # Resolved here, not in the workflow, so a changed team address needs no replay.
+        support = request.recipient == "support"
+        to = self.settings.support_email if support else request.contact_email
+        rendered = render(request.template, request.case_number, request.facts)
+        entry = await self.store.outbox_add(
+            OutboxMessage(
+                key=request.key,
+                case_number=request.case_number,
+                template=str(request.template),
+                recipient=to,
+                subject=rendered.subject,
+                body=rendered.body,
+                message_id=message_id(request.key),
+            ),
+            at=datetime.now(UTC),
+        )
+        if entry.sent_at is not None:
+            log.info("notify.already_sent", sent_at=entry.sent_at.isoformat())
+            return "already_sent"
+        if self.mailer is None:
+            log.info("notify.kept", to=entry.recipient, subject=entry.subject)
+            return "kept"
+
+        # Built from the stored row: a retry sends what was first recorded, word for word.
+        message = self.mailer.build(
+            to=entry.recipient,
+            subject=entry.subject,
+            body=entry.body,
+            msg_id=entry.message_id,
+            date=entry.created_at,
+        )
+        try:
+            await self.mailer.send(message)
+        except Exception as err:
+            await self.store.outbox_failed(entry.key, f"{type(err).__name__}: {err}")
+            log.warning("notify.failed", to=entry.recipient, error=str(err))
+            raise  # Temporal retries with the notify retry policy
+        await self.store.outbox_sent(entry.key, datetime.now(UTC))
+        log.info("notify.sent", to=entry.recipient, message_id=entry.message_id)
+        return "sent"

@@ -1,0 +1,54 @@
+"""How the workflow should call each activity: names, timeouts and retry policies.
+
+Plain values with no heavy imports, so workflow code can import this module inside the sandbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+PERSIST = "persist"
+NOTIFY = "notify"
+
+# A database write is quick; a longer wait means a stuck connection, better retried.
+PERSIST_TIMEOUT = timedelta(seconds=30)
+# Retried until the database is back: the case row must converge, and every write is idempotent.
+PERSIST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=0,  # unlimited
+)
+
+# Above the mailer's 30 s SMTP timeout plus the outbox writes around it.
+NOTIFY_TIMEOUT = timedelta(minutes=2)
+# Mail servers recover slowly (greylisting, maintenance); back off to a gentle 10-minute pace
+# and never give up, since the outbox makes every retry safe.
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=10),
+    maximum_attempts=0,  # unlimited
+)
+
+REGISTER = "register_with_release"
+REGISTER_TIMEOUT = timedelta(seconds=30)
+REGISTER_RETRY = PERSIST_RETRY  # a call to the Temporal server: short blips, retried for good
+
+
+@dataclass(frozen=True)
+class EffectOptions:
+    activity: str
+    start_to_close: timedelta
+    retry: RetryPolicy
+
+
+# The workflow runs each kind of effect with these.
+EFFECT_OPTIONS = {
+    "persist": EffectOptions(PERSIST, PERSIST_TIMEOUT, PERSIST_RETRY),
+    "notify": EffectOptions(NOTIFY, NOTIFY_TIMEOUT, NOTIFY_RETRY),
+    "register": EffectOptions(REGISTER, REGISTER_TIMEOUT, REGISTER_RETRY),
+}

@@ -1,0 +1,26 @@
+"""The ``persist`` activity: mirror the case row and its status change into the case store."""
+
+from __future__ import annotations
+
+import structlog
+from temporalio import activity
+
+from activities.store import CaseStore
+from workflows.contract import Persist
+
+
+class PersistActivities:
+    def __init__(self, store: CaseStore) -> None:
+        self.store = store
+
+    @activity.defn(name="persist")
+    async def persist(self, request: Persist) -> None:
+        # Safe to retry as often as Temporal likes: the store upserts by the workflow's seq.
+        await self.store.save_case(request)
+        structlog.get_logger().debug(
+            "persist.saved",
+            case_number=request.case.case_number,
+            key=request.key,
+            seq=request.case.seq,
+            status=str(request.case.status),
+        )

@@ -1,0 +1,288 @@
+"""The case store: the relational record of every case, its status history and its outbox.
+
+The workflow is the source of truth; this store is its durable, queryable mirror. Every write is
+an idempotent upsert keyed by what the workflow sent, so activity retries, replays and writes
+that arrive out of order all converge on the newest state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL
+
+from activities.db import make_engine
+from workflows.contract import Actor, CaseRecord, HistoryRecord, Persist
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant stored in UTC and always read back timezone-aware.
+
+    SQLite has no timezone type and hands back naive values; storing UTC and re-attaching it
+    on read keeps both databases returning the same aware instants (and SQLite's text
+    ordering correct).
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the case store only accepts timezone-aware instants")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_number", String(64), primary_key=True),
+    Column("institution", String(200), nullable=False),
+    Column("product", String(200), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("title", String(500), nullable=False),
+    Column("contact_email", String(254), nullable=False),
+    Column("status", String(40), nullable=False),
+    Column("status_since", UtcDateTime, nullable=False),
+    Column("owner_tier", Integer, nullable=False),
+    Column("release_id", String(64)),
+    Column("opened_at", UtcDateTime, nullable=False),
+    Column("closed_at", UtcDateTime),
+    # "references" is an SQL keyword; a plain name spares every hand-written query the quoting.
+    Column("case_references", String(64)),
+    Column("seq", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_cases_status", "status"),
+)
+
+case_history = Table(
+    "case_history",
+    metadata,
+    Column("case_number", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("from_status", String(40)),
+    Column("to_status", String(40), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor_role", String(32), nullable=False),
+    Column("actor_name", String(200), nullable=False),
+    Column("actor_institution", String(200)),
+    Column("note", Text),
+    # One row per status change: the workflow's sequence number makes a retried write a no-op.
+    PrimaryKeyConstraint("case_number", "seq", name="pk_case_history"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("case_number", String(64), nullable=False),
+    Column("template", String(40), nullable=False),
+    Column("recipient", String(254), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("message_id", String(300), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Index("ix_outbox_case_number", "case_number"),
+)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A message as first recorded; a retry sends exactly this, even if templates changed."""
+
+    key: str
+    case_number: str
+    template: str
+    recipient: str
+    subject: str
+    body: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class OutboxEntry(OutboxMessage):
+    created_at: datetime
+    sent_at: datetime | None
+    attempts: int
+    last_error: str | None
+
+
+# An error text long enough to diagnose, short enough that a chatty server cannot bloat the row.
+_MAX_ERROR = 2000
+
+
+class CaseStore:
+    """Async access to the case store for the activities, the CLI and tests."""
+
+    def __init__(self, url: str | URL) -> None:
+        self.engine = make_engine(url)
+        self._postgres = self.engine.dialect.name == "postgresql"
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        # ON CONFLICT is dialect-specific in SQLAlchemy; both supported databases speak it.
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    # ---- cases and history ------------------------------------------------------------------
+
+    async def save_case(self, persist: Persist) -> None:
+        """Upsert the case row unless a newer one is stored, and add its history row once.
+
+        One transaction, so a reader never sees a status without the change that led to it.
+        """
+        row = _case_row(persist.case) | {"updated_at": datetime.now(UTC)}
+        upsert = self._insert(cases).values(row)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=[cases.c.case_number],
+            set_={name: upsert.excluded[name] for name in row if name != "case_number"},
+            # ">=" keeps a retry of the same write harmless; a stale write changes nothing.
+            where=cases.c.seq <= upsert.excluded.seq,
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(upsert)
+            if persist.history is not None:
+                add = self._insert(case_history).values(_history_row(persist.history))
+                await conn.execute(add.on_conflict_do_nothing())
+
+    async def get_case(self, case_number: str) -> CaseRecord | None:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(cases).where(cases.c.case_number == case_number))
+            row = result.mappings().first()
+        return None if row is None else _case_record(row)
+
+    async def history(self, case_number: str) -> list[HistoryRecord]:
+        query = (
+            select(case_history)
+            .where(case_history.c.case_number == case_number)
+            .order_by(case_history.c.seq)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_history_record(row) for row in rows]
+
+    # ---- outbox -----------------------------------------------------------------------------
+
+    async def outbox_add(self, message: OutboxMessage, at: datetime) -> OutboxEntry:
+        """Record ``message`` unless its key is already there; return what is stored."""
+        row = {**vars(message), "created_at": at, "attempts": 0}
+        add = self._insert(outbox).values(row).on_conflict_do_nothing()
+        async with self.engine.begin() as conn:
+            await conn.execute(add)
+            stored = (
+                (await conn.execute(select(outbox).where(outbox.c.key == message.key)))
+                .mappings()
+                .one()
+            )
+        return OutboxEntry(**stored)
+
+    async def outbox_entry(self, key: str) -> OutboxEntry | None:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(outbox).where(outbox.c.key == key))
+            row = result.mappings().first()
+        return None if row is None else OutboxEntry(**row)
+
+    async def outbox(
+        self, case_number: str | None = None, *, pending_only: bool = False
+    ) -> list[OutboxEntry]:
+        query = select(outbox).order_by(outbox.c.created_at, outbox.c.key)
+        if case_number is not None:
+            query = query.where(outbox.c.case_number == case_number)
+        if pending_only:
+            query = query.where(outbox.c.sent_at.is_(None))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [OutboxEntry(**row) for row in rows]
+
+    async def outbox_sent(self, key: str, at: datetime) -> None:
+        # Guarded by "not sent yet" so a late duplicate cannot move the first send's instant.
+        await self._outbox_update(
+            update(outbox)
+            .where(outbox.c.key == key, outbox.c.sent_at.is_(None))
+            .values(sent_at=at, attempts=outbox.c.attempts + 1, last_error=None)
+        )
+
+    async def outbox_failed(self, key: str, error: str) -> None:
+        await self._outbox_update(
+            update(outbox)
+            .where(outbox.c.key == key)
+            .values(attempts=outbox.c.attempts + 1, last_error=error[:_MAX_ERROR])
+        )
+
+    async def _outbox_update(self, statement: Any) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(statement)
+
+
+def _case_row(case: CaseRecord) -> dict[str, Any]:
+    row = case.model_dump(exclude={"references"})
+    row["case_references"] = case.references
+    row["priority"], row["status"] = str(case.priority), str(case.status)
+    return row
+
+
+def _case_record(row: Any) -> CaseRecord:
+    data = dict(row)
+    data["references"] = data.pop("case_references")
+    data.pop("updated_at")
+    return CaseRecord.model_validate(data)
+
+
+def _history_row(entry: HistoryRecord) -> dict[str, Any]:
+    return {
+        "case_number": entry.case_number,
+        "seq": entry.seq,
+        "from_status": None if entry.from_status is None else str(entry.from_status),
+        "to_status": str(entry.to_status),
+        "at": entry.at,
+        "actor_role": str(entry.actor.role),
+        "actor_name": entry.actor.name,
+        "actor_institution": entry.actor.institution,
+        "note": entry.note,
+    }
+
+
+def _history_record(row: Any) -> HistoryRecord:
+    actor = Actor(
+        role=row["actor_role"], name=row["actor_name"], institution=row["actor_institution"]
+    )
+    return HistoryRecord(
+        case_number=row["case_number"],
+        seq=row["seq"],
+        from_status=row["from_status"],
+        to_status=row["to_status"],
+        at=row["at"],
+        actor=actor,
+        note=row["note"],
+    )

@@ -1,0 +1,33 @@
+"""Project settings: the spec's ``CASES_*`` environment variables.
+
+Temporal's own connection settings (``TEMPORAL_ADDRESS``, profiles, TLS, API key) are read by
+Temporal's envconfig, not here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path(__file__).resolve().parent / ".data"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CASES_", extra="ignore")
+
+    task_queue: str = "support-cases"
+    database_url: str = f"sqlite+aiosqlite:///{DATA_DIR / 'cases.db'}"
+    smtp_url: str | None = None
+    mail_from: str = "Support <support-cases@localhost>"
+    support_email: str = "support-team@localhost"
+    log_format: Literal["console", "json"] = "console"
+    log_level: str = "INFO"
+    metrics_port: int | None = None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,234 @@
+"""Notifications through a real SMTP server: sent once per key, kept when there is no server,
+retried after a failure. Plus the templates and the SMTP settings they rely on."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from temporalio import activity
+from temporalio.testing import ActivityEnvironment
+
+from activities.case_activities import CaseActivities
+from activities.mailer import SmtpServer, message_id
+from activities.migrate import upgrade
+from activities.store import CaseStore
+from activities.templates import render
+from settings import Settings
+from workflows.contract import MessageTemplate, Notify
+
+SUPPORT = "support-team@vendor.example"
+CONTACT = "ann@alma.example"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[CaseStore]:
+    url = f"sqlite:///{tmp_path / 'cases.db'}"
+    await upgrade(url)
+    store = CaseStore(url)
+    yield store
+    await store.dispose()
+
+
+@pytest.fixture
+def make_activities(store: CaseStore) -> Callable[[str | None], CaseActivities]:
+    def make(smtp_url: str | None) -> CaseActivities:
+        settings = Settings(
+            smtp_url=smtp_url,
+            mail_from="Support <support-cases@vendor.example>",
+            support_email=SUPPORT,
+        )
+        return CaseActivities(store, settings)
+
+    return make
+
+
+def request(
+    template: MessageTemplate = MessageTemplate.REMINDER,
+    recipient: str = "contact",
+    seq: int = 17,
+    **facts: Any,
+) -> Notify:
+    number = f"T-{uuid.uuid4().hex[:10]}"
+    return Notify(
+        key=f"case-{number}:{seq}:notify:{template}",
+        template=template,
+        recipient=recipient,  # type: ignore[arg-type]
+        contact_email=CONTACT,
+        case_number=number,
+        facts={"title": "Loans report shows wrong totals", "status": "Tier 1 Analysis", **facts},
+    )
+
+
+async def notify(activities: CaseActivities, req: Notify) -> str:
+    # Through Temporal's activity environment, as a worker would run it.
+    return await ActivityEnvironment().run(activities.notify, req)
+
+
+# ---- sending --------------------------------------------------------------------------------
+
+
+async def test_a_message_arrives_once_with_its_key_as_message_id(
+    smtp_server: Any, make_activities: Callable[[str | None], CaseActivities], store: CaseStore
+) -> None:
+    activities = make_activities(smtp_server.url)
+    req = request(closes_at="2026-04-02T10:00:00+00:00")
+
+    assert await notify(activities, req) == "sent"
+
+    [received] = smtp_server.messages
+    mail = received.message
+    assert mail["Message-ID"] == f"<case-{req.case_number}.17.notify.reminder@support-cases>"
+    assert mail["To"] == CONTACT and received.rcpt_tos == [CONTACT]
+    assert mail["Subject"] == (
+        f"[Case {req.case_number}] reminder: we are waiting for your answer: "
+        "Loans report shows wrong totals"
+    )
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert "Thursday 02 April 2026, 10:00 UTC" in mail.get_content()
+    entry = await store.outbox_entry(req.key)
+    assert entry is not None and entry.sent_at is not None and entry.attempts == 1
+
+
+async def test_a_retried_activity_sends_only_once(
+    smtp_server: Any, make_activities: Callable[[str | None], CaseActivities]
+) -> None:
+    activities = make_activities(smtp_server.url)
+    req = request(MessageTemplate.CLOSED)
+
+    results = [await notify(activities, req) for _ in range(3)]
+
+    assert results == ["sent", "already_sent", "already_sent"]
+    assert len(smtp_server.messages) == 1
+
+
+async def test_support_messages_go_to_the_support_address(
+    smtp_server: Any, make_activities: Callable[[str | None], CaseActivities]
+) -> None:
+    activities = make_activities(smtp_server.url)
+    req = request(MessageTemplate.CUSTOMER_COMMENT, "support", text="Still broken.\nSee log.")
+
+    assert await notify(activities, req) == "sent"
+
+    [received] = smtp_server.messages
+    assert received.rcpt_tos == [SUPPORT]
+    assert "> Still broken.\n> See log." in received.message.get_content()
+
+
+async def test_without_an_smtp_server_the_message_is_kept_in_the_outbox(
+    make_activities: Callable[[str | None], CaseActivities], store: CaseStore
+) -> None:
+    activities = make_activities(None)
+    req = request(MessageTemplate.PENDING_RELEASE, release_id="2026.12")
+
+    assert await notify(activities, req) == "kept"
+    assert await notify(activities, req) == "kept"
+
+    [entry] = await store.outbox(req.case_number, pending_only=True)
+    assert entry.key == req.key and entry.recipient == CONTACT
+    assert "release 2026.12" in entry.subject and "2026.12" in entry.body
+    assert entry.message_id == message_id(req.key)
+
+
+async def test_a_failed_send_is_recorded_raised_and_later_sent_once(
+    smtp_sinks: Callable[..., Any],
+    unused_port: int,
+    make_activities: Callable[[str | None], CaseActivities],
+    store: CaseStore,
+) -> None:
+    port = unused_port  # the mail server is down
+    activities = make_activities(f"smtp://127.0.0.1:{port}")
+    req = request(MessageTemplate.OPENED)
+
+    with pytest.raises(Exception, match=r"(?i)connect"):
+        await notify(activities, req)
+    entry = await store.outbox_entry(req.key)
+    assert entry is not None and entry.sent_at is None
+    assert entry.attempts == 1 and entry.last_error and "Connect" in entry.last_error
+
+    sink = smtp_sinks(port=port)  # the server comes back; Temporal retries the activity
+    assert await notify(activities, req) == "sent"
+    assert await notify(activities, req) == "already_sent"
+
+    assert len(sink.messages) == 1
+    entry = await store.outbox_entry(req.key)
+    assert entry is not None and entry.sent_at is not None
+    assert (entry.attempts, entry.last_error) == (2, None)
+
+
+def test_the_worker_registers_the_activities_by_their_wire_names(
+    make_activities: Callable[[str | None], CaseActivities],
+) -> None:
+    names = {
+        activity._Definition.must_from_callable(fn).name
+        for fn in make_activities(None).activities()
+    }
+    assert names == {"persist", "notify"}
+
+
+# ---- message ids and SMTP settings ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("case-00123:17:notify:reminder", "<case-00123.17.notify.reminder@support-cases>"),
+        ("case-A-1:3:notify:pending_release", "<case-A-1.3.notify.pending_release@support-cases>"),
+        (":odd key::<>@[x]:", "<odd.key.x@support-cases>"),
+    ],
+)
+def test_message_ids_are_valid_and_derived_from_the_key(key: str, expected: str) -> None:
+    assert message_id(key) == expected
+
+
+def test_smtp_urls() -> None:
+    assert SmtpServer.from_url("smtp://127.0.0.1:1025") == SmtpServer("127.0.0.1", 1025, False)
+    assert SmtpServer.from_url("smtps://bot:p%40ss@mail.example") == SmtpServer(
+        "mail.example", 465, True, "bot", "p@ss"
+    )
+    assert SmtpServer.from_url("smtp://mail.example").port == 25
+    with pytest.raises(ValueError, match="smtp://"):
+        SmtpServer.from_url("http://mail.example")
+
+
+# ---- templates ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template", list(MessageTemplate))
+def test_every_template_renders_without_any_facts(template: MessageTemplate) -> None:
+    rendered = render(template, "C-1", {})
+    assert rendered.subject.startswith("[Case C-1] ")
+    assert "C-1" in rendered.body
+
+
+def test_templates_say_what_the_guide_asks_them_to() -> None:
+    closing = render(MessageTemplate.CLOSING, "C-1", {"closes_at": "2026-05-15T08:00:00+00:00"})
+    assert "close on Friday 15 May 2026, 08:00 UTC unless you comment" in closing.body
+    assert "in 14 days" in render(MessageTemplate.CLOSING, "C-1", {}).body
+    assert "in 3 days" in render(MessageTemplate.CLOSING, "C-1", {"closes_in_days": 3}).body
+    closed = render(MessageTemplate.CLOSED, "C-1", {}).body
+    assert "open a new case" in closed and "reference case C-1" in closed
+    assert "2026.12" in render(MessageTemplate.PENDING_RELEASE, "C-1", {"release_id": "2026.12"}).body
+    assert "2026.12" in render(MessageTemplate.RELEASE_SHIPPED, "C-1", {"release_id": "2026.12"}).subject
+    review = render(MessageTemplate.WORK_PLAN_REVIEW, "C-1", {"review_number": 2})
+    assert "reassessment #2" in review.subject and "Development" in review.body
+
+
+@given(
+    template=st.sampled_from(list(MessageTemplate)),
+    facts=st.dictionaries(
+        st.sampled_from(["title", "status", "release_id", "closes_at", "text", "review_number"]),
+        st.none() | st.text() | st.integers(),
+    ),
+)
+def test_any_facts_render_to_a_single_line_subject(
+    template: MessageTemplate, facts: dict[str, Any]
+) -> None:
+    rendered = render(template, "C-1", facts)
+    assert "\n" not in rendered.subject and "\r" not in rendered.subject
+    assert rendered.body.strip()

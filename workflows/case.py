@@ -1,0 +1,308 @@
+"""``SupportCase``: the durable shell around the pure lifecycle core.
+
+Handlers validate a payload and hand the event to ``lifecycle.decide``; the run loop sleeps
+until the next deadline (an absolute instant derived from state) or until an event changes the
+state; a separate pump runs the queued effects as activities, in order, so a slow SMTP server
+never delays a deadline. Signals arrive through one dynamic handler so that every payload,
+however malformed, is seen raw and recorded rather than dropped by the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import ActivityError, ApplicationError
+
+from activities.options import EFFECT_OPTIONS
+from workflows import lifecycle, search
+from workflows.contract import (
+    CASE_WORKFLOW,
+    CaseInput,
+    CustomerReply,
+    Effect,
+    Notify,
+    Persist,
+    RejectedEvent,
+    ReleaseShipped,
+    Snapshot,
+    Status,
+    TierHandoff,
+    TransitionRequest,
+)
+from workflows.lifecycle import CaseState, Due, Rejection
+from workflows.payloads import Malformed, decode_object, excerpt, explain
+
+# Continue-as-new well before Temporal's own limits; a quiet case never gets near this.
+HISTORY_BOUND = 1_500
+# How long a pending continue-as-new waits for the activity in flight before carrying it over.
+DRAIN_WAIT = timedelta(minutes=10)
+
+EVENTS: dict[str, type[BaseModel]] = {
+    "customer_reply": CustomerReply,
+    "tier_handoff": TierHandoff,
+    "transition": TransitionRequest,
+    "release_shipped": ReleaseShipped,
+}
+
+
+class CarriedState(BaseModel):
+    """The input of a continued run: the state and the effects not yet done, not the history."""
+
+    carried: CaseState
+    effects: list[Effect] = Field(default_factory=list)
+
+
+@workflow.defn(name=CASE_WORKFLOW)
+class SupportCase:
+    @workflow.init
+    def __init__(self, start: RawValue) -> None:
+        self._effects: deque[Effect] = deque()
+        self._effect_running = False
+        self._draining = False
+        self._search: dict[str, object] = {}
+        self._start_error: str | None = None
+        self._state: CaseState
+        try:
+            data = decode_object([start], "start input")
+            if isinstance(data, dict) and "carried" in data:
+                carried = CarriedState.model_validate(data)
+                self._state = carried.carried
+                self._effects.extend(carried.effects)
+            else:
+                decision = lifecycle.open_case(CaseInput.model_validate(data), workflow.now())
+                self._state = decision.state
+                self._effects.extend(decision.effects)
+        except (Malformed, ValidationError, Rejection) as err:
+            self._start_error = explain(err)
+
+    @workflow.run
+    async def run(self, start: RawValue) -> Snapshot:
+        if self._start_error is not None:
+            raise ApplicationError(
+                f"invalid case input: {self._start_error}", type="InvalidCaseInput", non_retryable=True
+            )
+        self._publish()
+        pump = asyncio.create_task(self._run_effects())
+        while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
+            await self._sleep_until_next_deadline()
+        if self._state.status is Status.CLOSED:
+            await workflow.wait_condition(lambda: not self._effects and not self._effect_running)
+            pump.cancel()
+            return lifecycle.snapshot(self._state)
+        await self._continue_as_new(pump)
+        raise AssertionError("unreachable: continue_as_new does not return")
+
+    # ---- the clock ----------------------------------------------------------------------------
+
+    async def _sleep_until_next_deadline(self) -> None:
+        due = lifecycle.next_deadline(self._state)
+        if due is not None:
+            left = due.at - workflow.now()
+            if left <= timedelta(0):
+                self._apply_deadline(due)
+                return
+        seq = self._state.seq
+        try:
+            await workflow.wait_condition(
+                lambda: self._state.seq != seq or self._should_continue_as_new(),
+                timeout=None if due is None else left,
+                timeout_summary=None
+                if due is None
+                else f"{due.action}: {lifecycle.describe(due)} at {due.at:%Y-%m-%d %H:%M:%S} UTC",
+            )
+        except TimeoutError:
+            pass  # the deadline's turn; re-checked against the clock on the next pass
+
+    def _apply_deadline(self, due: Any) -> None:
+        lateness = (workflow.now() - due.at).total_seconds()
+        self._commit(lifecycle.decide(self._state, Due(due), workflow.now()))
+        workflow.logger.info(
+            "deadline acted",
+            extra={"action": str(due.action), "due": due.at.isoformat(), "lateness_s": lateness},
+        )
+
+    # ---- continue-as-new ----------------------------------------------------------------------
+
+    def _should_continue_as_new(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+
+    async def _continue_as_new(self, pump: asyncio.Task[None]) -> None:
+        # Let the activity in flight finish, so the next run does not start the same effect twice
+        # at once; a stuck one (SMTP down for long) is carried over and retried by the next run.
+        self._draining = True
+        try:
+            await workflow.wait_condition(lambda: not self._effect_running, timeout=DRAIN_WAIT)
+        except TimeoutError:
+            pass
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        pump.cancel()
+        workflow.continue_as_new(CarriedState(carried=self._state, effects=list(self._effects)))
+
+    # ---- effects ------------------------------------------------------------------------------
+
+    async def _run_effects(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self._effects) and not self._draining)
+            effect = self._effects[0]
+            self._effect_running = True
+            try:
+                await self._execute(effect)
+            except ActivityError as err:
+                # Retries are unlimited, so this is a non-retryable failure: a bug, not an outage.
+                workflow.logger.error("effect failed", extra={"key": effect.key, "error": str(err)})
+            finally:
+                self._effect_running = False
+            self._effects.popleft()
+
+    async def _execute(self, effect: Effect) -> None:
+        options = EFFECT_OPTIONS[effect.kind]
+        if isinstance(effect, Persist):
+            summary = f"record {effect.history.to_status if effect.history else 'case'}"
+        elif isinstance(effect, Notify):
+            summary = f"email {effect.template} to {effect.recipient}"
+        else:
+            summary = f"register with release {effect.release_id}"
+        await workflow.execute_activity(
+            options.activity,
+            effect,
+            start_to_close_timeout=options.start_to_close,
+            retry_policy=options.retry,
+            summary=summary,
+        )
+
+    # ---- events -------------------------------------------------------------------------------
+
+    @workflow.signal(dynamic=True)
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        model = EVENTS.get(name)
+        try:
+            if model is None:
+                raise Malformed(f"unknown signal {name!r}; known: {', '.join(EVENTS)}")
+            event = model.model_validate(decode_object(args, name))
+        except (Malformed, ValidationError) as err:
+            self._reject(name, "malformed", explain(err), excerpt=excerpt(args))
+            return
+        try:
+            self._accept(name, event)  # type: ignore[arg-type]
+        except Rejection as rejection:
+            self._reject(name, rejection.reason, rejection.message, event=event)
+
+    @workflow.update(name="customer_reply")
+    def customer_reply_update(self, arg: RawValue) -> Snapshot:
+        return self._update("customer_reply", arg)
+
+    @customer_reply_update.validator
+    def _validate_customer_reply(self, arg: RawValue) -> None:
+        self._validate("customer_reply", arg)
+
+    @workflow.update(name="tier_handoff")
+    def tier_handoff_update(self, arg: RawValue) -> Snapshot:
+        return self._update("tier_handoff", arg)
+
+    @tier_handoff_update.validator
+    def _validate_tier_handoff(self, arg: RawValue) -> None:
+        self._validate("tier_handoff", arg)
+
+    @workflow.update(name="transition")
+    def transition_update(self, arg: RawValue) -> Snapshot:
+        return self._update("transition", arg)
+
+    @transition_update.validator
+    def _validate_transition(self, arg: RawValue) -> None:
+        self._validate("transition", arg)
+
+    @workflow.query(name="snapshot")
+    def snapshot(self) -> Snapshot:
+        return lifecycle.snapshot(self._state)
+
+    def _validate(self, name: str, arg: RawValue) -> None:
+        """Run the same ``decide`` the handler will; a rejection never reaches history."""
+        event = self._parse(name, arg)
+        if lifecycle.is_duplicate(self._state, event.event_id):  # type: ignore[attr-defined]
+            return
+        try:
+            lifecycle.decide(self._state, event, workflow.now())  # type: ignore[arg-type]
+        except Rejection as rejection:
+            raise ApplicationError(
+                lifecycle.describe_rejection(self._state, _asked(name, event), rejection),
+                rejection.reason,
+                type="CaseEventRejected",
+                non_retryable=True,
+            ) from None
+
+    def _update(self, name: str, arg: RawValue) -> Snapshot:
+        self._accept(name, self._parse(name, arg))  # type: ignore[arg-type]
+        return lifecycle.snapshot(self._state)
+
+    def _parse(self, name: str, arg: RawValue) -> BaseModel:
+        try:
+            return EVENTS[name].model_validate(decode_object([arg], name))
+        except (Malformed, ValidationError) as err:
+            raise ApplicationError(
+                f"malformed {name}: {explain(err)}", "malformed", type="CaseEventRejected", non_retryable=True
+            ) from None
+
+    def _accept(
+        self, name: str, event: CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped
+    ) -> None:
+        if lifecycle.is_duplicate(self._state, getattr(event, "event_id", None)):
+            workflow.logger.info("duplicate event ignored", extra={"event": name})
+            return
+        self._commit(lifecycle.decide(self._state, event, workflow.now()))
+
+    def _commit(self, decision: lifecycle.Decision) -> None:
+        self._state = decision.state
+        self._effects.extend(decision.effects)
+        self._publish()
+
+    def _reject(
+        self,
+        name: str,
+        reason: str,
+        message: str,
+        event: BaseModel | None = None,
+        excerpt: str | None = None,
+    ) -> None:
+        entry = RejectedEvent(
+            at=workflow.now(),
+            event=name,
+            reason=reason,
+            message=message[:1_000],
+            event_id=getattr(event, "event_id", None),
+            excerpt=excerpt,
+        )
+        self._state = lifecycle.record_rejection(self._state, entry)
+        workflow.logger.warning(
+            "event rejected", extra={"event": name, "reason": reason, "detail": entry.message}
+        )
+        self._publish()
+
+    # ---- what ops see -------------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        """Keep search attributes and the UI's current details in step with the state."""
+        due = lifecycle.next_deadline(self._state)
+        values = search.case_values(lifecycle.case_record(self._state), due.at if due else None)
+        changed = search.updates(values, self._search)
+        if changed:
+            workflow.upsert_search_attributes(changed)
+            self._search = values
+        workflow.set_current_details(lifecycle.details_markdown(self._state))
+
+
+def _asked(name: str, event: BaseModel) -> str:
+    if isinstance(event, TransitionRequest):
+        return f"transition to {event.to!s} by {event.actor.role}"
+    if isinstance(event, TierHandoff):
+        return f"handoff to Tier {event.to_tier} by {event.actor.role}"
+    if isinstance(event, CustomerReply):
+        return f"customer reply by {event.actor.role}"
+    return name

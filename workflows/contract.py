@@ -1,0 +1,355 @@
+"""The wire contract: every payload that crosses a boundary, as pydantic models.
+
+One module imported by the workflow, the activities, the CLI and other Python systems. Field
+names are exactly those of SPEC.md; everything is plain JSON (``json/plain``) on the wire, and
+instants are ISO-8601 strings with a UTC offset.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    model_validator,
+)
+
+from workflows.calendar import SpanField
+
+TASK_QUEUE = "support-cases"
+CASE_WORKFLOW = "SupportCase"
+RELEASE_WORKFLOW = "Release"
+
+# Hostile-input bounds: a raw event payload larger than this is rejected before decoding.
+MAX_EVENT_BYTES = 64 * 1024
+
+
+def case_workflow_id(case_number: str) -> str:
+    return f"case-{case_number}"
+
+
+def release_workflow_id(release_id: str) -> str:
+    return f"release-{release_id}"
+
+
+class Status(StrEnum):
+    NEW = "New"
+    TIER1_ANALYSIS = "Tier 1 Analysis"
+    PENDING_CUSTOMER_RESPONSE = "Pending Customer Response"
+    WAITING_FOR_PROCESS = "Waiting for Process"
+    TIER2_NEW = "Tier 2 New"
+    TIER2_ANALYSIS = "Tier 2 Analysis"
+    TIER2_W4I = "Tier 2 W4I"
+    TIER1_ANSWER_TO_TIER2 = "Tier 1 Answer to Tier 2"
+    TIER2_CLOSED = "Tier 2 Closed"
+    PENDING_WORK_PLAN = "Pending Work Plan"
+    DEVELOPMENT = "Development"
+    PENDING_RELEASE = "Pending Release"
+    PENDING_CUSTOMER_TESTING = "Pending Customer Testing"
+    SHARED_WITH_PQ = "Shared with PQ"
+    WAITING_FOR_VENDOR_INPUT = "Waiting for Vendor Input"
+    PRODUCT_MANAGER_REVIEW = "Product Manager Review"
+    CLOSING = "Closing"
+    CLOSED = "Closed"
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    TIER1 = "tier1"
+    TIER2 = "tier2"
+    DEVELOPMENT = "development"
+    PRODUCT_MANAGER = "product_manager"
+    KB_TEAM = "kb_team"
+    SYSTEM = "system"
+
+
+class Priority(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+class HandoffReason(StrEnum):
+    CONSULT = "consult"
+    DEEPER_ANALYSIS = "deeper_analysis"
+    DEFECT_VERIFICATION = "defect_verification"
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+# An aware instant, normalised to UTC and written with an explicit "+00:00" offset.
+Instant = Annotated[
+    AwareDatetime,
+    AfterValidator(_utc),
+    PlainSerializer(lambda v: v.isoformat(), return_type=str, when_used="json"),
+]
+CaseNumber = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+ReleaseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Email = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+Note = Annotated[str, StringConstraints(max_length=2_000)]
+
+
+class Wire(BaseModel):
+    """Base of every inbound payload: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Actor(Wire):
+    role: Role
+    name: Name
+    institution: Name | None = None
+
+
+class DeadlinePolicy(Wire):
+    """Every deadline of the guide, as a span counted from the case's entry into the status."""
+
+    pcr_reminder: SpanField = Field(default="14d", validate_default=True)
+    pcr_closing: SpanField = Field(default="28d", validate_default=True)
+    closing_closed: SpanField = Field(default="14d", validate_default=True)
+    work_plan_review: SpanField = Field(default="3mo", validate_default=True)
+    work_plan_expiry: SpanField = Field(default="24mo", validate_default=True)
+    release_closing: SpanField = Field(default="14d", validate_default=True)
+    testing_closed: SpanField = Field(default="11mo", validate_default=True)
+
+    @model_validator(mode="after")
+    def _reminder_before_closing(self) -> DeadlinePolicy:
+        probe = datetime(2001, 1, 31, tzinfo=UTC)
+        if self.pcr_reminder.after(probe) >= self.pcr_closing.after(probe):
+            raise ValueError("pcr_reminder must come before pcr_closing")
+        return self
+
+
+class CaseInput(Wire):
+    """Start input of ``SupportCase``."""
+
+    case_number: CaseNumber
+    institution: Name
+    product: Name
+    priority: Priority
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    contact_email: Email
+    affects_multiple_institutions: bool = False
+    references: CaseNumber | None = None
+    opened_by: Actor
+    policy: DeadlinePolicy | None = None
+
+
+class CustomerReply(Wire):
+    text: Text
+    actor: Actor
+    event_id: EventId | None = None
+
+
+class TierHandoff(Wire):
+    to_tier: Literal[1, 2]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    note: Note = ""
+    actor: Actor
+    event_id: EventId | None = None
+
+    @model_validator(mode="after")
+    def _reason_fits_tier(self) -> TierHandoff:
+        if self.to_tier == 2 and self.reason not in set(HandoffReason):
+            allowed = ", ".join(HandoffReason)
+            raise ValueError(f"a handoff to Tier 2 needs reason one of: {allowed}")
+        return self
+
+
+class TransitionRequest(Wire):
+    to: Status
+    actor: Actor
+    note: Note | None = None
+    release_id: ReleaseId | None = None
+    event_id: EventId | None = None
+
+
+class ReleaseShipped(Wire):
+    release_id: ReleaseId
+    shipped_at: Instant
+
+
+# ---- what the case shows: snapshot query, update results ------------------------------------
+
+
+class DeadlineKind(StrEnum):
+    PCR_REMINDER = "pcr_reminder"
+    PCR_CLOSING = "pcr_closing"
+    CLOSING_CLOSED = "closing_closed"
+    WORK_PLAN_REVIEW = "work_plan_review"
+    WORK_PLAN_EXPIRY = "work_plan_expiry"
+    RELEASE_CLOSING = "release_closing"
+    TESTING_CLOSED = "testing_closed"
+
+
+class Deadline(BaseModel):
+    at: Instant
+    action: DeadlineKind
+    to: Status | None = None  # the status it moves the case to, if any
+
+
+class HistoryEntry(BaseModel):
+    seq: int
+    from_status: Status | None
+    to_status: Status
+    at: Instant
+    actor: Actor
+    note: str | None = None
+
+
+class RejectedEvent(BaseModel):
+    at: Instant
+    event: str
+    reason: str  # a short code, also the metric's label: wrong_role, not_allowed, malformed, ...
+    message: str
+    event_id: str | None = None
+    excerpt: str | None = None  # the first bytes of the payload, for a malformed one
+
+
+class Snapshot(BaseModel):
+    case_number: str
+    status: Status
+    status_since: Instant
+    owner_tier: int
+    priority: Priority
+    institution: str
+    product: str
+    title: str
+    release_id: str | None
+    release_shipped_at: Instant | None
+    next_deadline: Deadline | None
+    timeline: list[Deadline]
+    history: list[HistoryEntry]
+    rejected: list[RejectedEvent]
+    policy: DeadlinePolicy
+    opened_at: Instant
+    closed_at: Instant | None = None
+    references: str | None = None
+
+
+# ---- activity inputs: the effects the core asks for -------------------------------------------
+
+
+class CaseRecord(BaseModel):
+    """The case row as the store keeps it; ``seq`` orders writes so an old one never wins."""
+
+    case_number: str
+    institution: str
+    product: str
+    priority: Priority
+    title: str
+    contact_email: str
+    status: Status
+    status_since: Instant
+    owner_tier: int
+    release_id: str | None
+    opened_at: Instant
+    closed_at: Instant | None
+    references: str | None
+    seq: int
+
+
+class HistoryRecord(BaseModel):
+    case_number: str
+    seq: int
+    from_status: Status | None
+    to_status: Status
+    at: Instant
+    actor: Actor
+    note: str | None = None
+
+
+class MessageTemplate(StrEnum):
+    OPENED = "opened"
+    INFORMATION_REQUESTED = "information_requested"
+    REMINDER = "reminder"
+    PENDING_RELEASE = "pending_release"
+    RELEASE_SHIPPED = "release_shipped"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    CUSTOMER_COMMENT = "customer_comment"
+    WORK_PLAN_REVIEW = "work_plan_review"
+
+
+class Persist(BaseModel):
+    kind: Literal["persist"] = "persist"
+    key: str
+    case: CaseRecord
+    history: HistoryRecord | None = None
+
+
+class Notify(BaseModel):
+    """One email. ``recipient`` is ``contact`` (the case's contact) or ``support`` (the team
+    address from settings, resolved by the activity so a changed address needs no replay)."""
+
+    kind: Literal["notify"] = "notify"
+    key: str
+    template: MessageTemplate
+    recipient: Literal["contact", "support"]
+    contact_email: str
+    case_number: str
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+class Register(BaseModel):
+    kind: Literal["register"] = "register"
+    key: str
+    case_number: str
+    release_id: str
+
+
+Effect = Annotated[Persist | Notify | Register, Field(discriminator="kind")]
+
+
+# ---- releases -------------------------------------------------------------------------------
+
+
+class ReleaseInput(Wire):
+    release_id: ReleaseId
+    ships_at: Instant | None = None  # None: not scheduled yet; ships on ``ship_now``
+
+
+class RegisterCase(Wire):
+    case_number: CaseNumber
+
+
+class Reschedule(Wire):
+    ships_at: Instant
+
+
+class ReleaseStatus(BaseModel):
+    release_id: str
+    ships_at: Instant | None
+    shipped_at: Instant | None
+    cases_registered: int
+    cases_notified: int
+    cases_to_notify: int
+
+
+class FanOut(BaseModel):
+    """One batch of the release fan-out: tell these cases their release shipped."""
+
+    release_id: str
+    shipped_at: Instant
+    case_numbers: list[str]
+
+
+class FanOutResult(BaseModel):
+    signalled: int
+    skipped: int  # closed or unknown cases: moved on, nothing to tell

@@ -1,0 +1,55 @@
+"""Raw payload decoding for handlers that must see malformed input instead of losing it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.common import RawValue
+
+from workflows.contract import MAX_EVENT_BYTES
+
+
+class Malformed(Exception):
+    pass
+
+
+def decode_object(args: Sequence[RawValue], what: str) -> dict[str, Any]:
+    """The single JSON object a handler takes, or ``Malformed`` saying what is wrong with it."""
+    if len(args) != 1:
+        raise Malformed(f"{what} takes exactly one JSON object, got {len(args)} arguments")
+    payload = args[0].payload
+    size = payload.ByteSize()
+    if size > MAX_EVENT_BYTES:
+        raise Malformed(f"{what} payload is {size} bytes; the limit is {MAX_EVENT_BYTES}")
+    encoding = payload.metadata.get("encoding", b"")
+    if encoding != b"json/plain":
+        raise Malformed(
+            f"{what} payload must be json/plain, not {encoding.decode(errors='replace') or 'none'}"
+        )
+    try:
+        data = json.loads(payload.data)
+    except ValueError:
+        raise Malformed(f"{what} payload is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Malformed(f"{what} payload must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def explain(err: Exception) -> str:
+    """A validation error as one readable line: ``field: problem; field: problem``."""
+    if isinstance(err, ValidationError):
+        parts = []
+        for e in err.errors(include_url=False)[:5]:
+            where = ".".join(str(p) for p in e["loc"]) or "payload"
+            parts.append(f"{where}: {e['msg']}")
+        return "; ".join(parts)
+    return getattr(err, "message", None) or str(err)
+
+
+def excerpt(args: Sequence[RawValue], size: int = 200) -> str | None:
+    if not args:
+        return None
+    return args[0].payload.data[:size].decode("utf-8", errors="replace")
