@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import asyncpg
 import pytest
@@ -64,7 +64,7 @@ async def postgres_databases() -> AsyncIterator[PostgresDatabases]:
     try:
         conn = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
         await conn.close()
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as err:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as err:
         where = make_url(POSTGRES_ADMIN_URL).render_as_string(hide_password=True)
         reason = f"PostgreSQL not reachable at {where} (set CASES_TEST_POSTGRES_URL): {err!r}"
         if os.environ.get("CI", "").lower() in {"true", "1"}:
@@ -112,12 +112,14 @@ class SmtpSink:
         return f"smtp://127.0.0.1:{self.port}"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = message_from_bytes(envelope.content, policy=policy.default)
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message)  # type: ignore[arg-type]
+        # Line endings as Python writes them, so tests can compare bodies with plain strings.
+        content = envelope.content.replace(b"\r\n", b"\n")
+        message = message_from_bytes(content, policy=policy.default)
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), message)
         self.messages.append(received)
         return "250 Message accepted for delivery"
 
-    def start(self) -> SmtpSink:
+    def start(self) -> Self:
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
         self._controller.start()
         return self
@@ -189,11 +191,14 @@ class Inbox(SmtpSink):
             r.message
             for r in self.messages
             if all(
-                want.lower() in str(r.message.get(name, "")).lower() for name, want in headers.items()
+                want.lower() in str(r.message.get(name, "")).lower()
+                for name, want in headers.items()
             )
         ]
 
-    async def wait_for(self, count: int = 1, timeout: float = 20.0, **headers: str) -> list[EmailMessage]:
+    async def wait_for(
+        self, count: int = 1, timeout: float = 20.0, **headers: str
+    ) -> list[EmailMessage]:
         async def arrived() -> list[EmailMessage]:
             while len(found := self.matching(**headers)) < count:
                 await asyncio.sleep(0.05)
@@ -203,7 +208,9 @@ class Inbox(SmtpSink):
             return await asyncio.wait_for(arrived(), timeout)
         except TimeoutError:
             seen = [(r.message["To"], r.message["Subject"]) for r in self.messages]
-            raise AssertionError(f"expected {count} message(s) with {headers}; got {seen}") from None
+            raise AssertionError(
+                f"expected {count} message(s) with {headers}; got {seen}"
+            ) from None
 
 
 @pytest.fixture

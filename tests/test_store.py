@@ -236,7 +236,12 @@ async def test_the_outbox_keeps_the_first_recording_of_a_key(store: CaseStore) -
         OutboxMessage(**{**vars(first), "subject": "second"}), at + timedelta(minutes=5)
     )
     assert again == entry
-    assert (entry.subject, entry.created_at, entry.attempts, entry.sent_at) == ("first", at, 0, None)
+    assert (entry.subject, entry.created_at, entry.attempts, entry.sent_at) == (
+        "first",
+        at,
+        0,
+        None,
+    )
 
     await store.outbox_failed(first.key, "SMTPConnectError: refused")
     await store.outbox_sent(first.key, at + timedelta(minutes=1))
