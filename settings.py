@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
     metrics_port: int | None = None
+    # The embedded Temporal dev server (``python worker.py`` with no Temporal address configured).
+    dev_server_port: int = 7233  # gRPC front end: the address clients connect to
+    ui_port: int = 8233  # the Web UI
+    http_port: int = 7243  # the HTTP API (plain JSON), for systems without a Temporal SDK
+    data_dir: Path = DATA_DIR  # the dev server's SQLite file and log live here
 
 
 @lru_cache

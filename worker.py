@@ -1,11 +1,24 @@
 """The support-cases worker: ``SupportCase``, ``Release`` and their activities on one task queue.
 
-``python worker.py`` connects where Temporal's environment configuration points.
+``python worker.py`` with a Temporal address configured (Temporal's environment configuration:
+``TEMPORAL_ADDRESS``, a ``TEMPORAL_PROFILE``, TLS, API key) connects there and registers any
+missing search attribute. With none, it starts the embedded dev server (``starter.devserver``:
+the installed ``temporal`` CLI, persisted under ``.data/``, Web UI on http://localhost:8233) and
+runs against it. Ctrl-C or SIGTERM drains the worker, then stops the server; a second Ctrl-C
+stops at once. Start-up problems are one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+import time
+import traceback
+from contextlib import AsyncExitStack, suppress
+from datetime import timedelta
+from typing import Any
 
 import structlog
 from temporalio.client import Client
@@ -16,11 +29,22 @@ import logs
 from activities import CaseActivities, CaseStore, upgrade
 from activities.releases import ReleaseActivities
 from settings import Settings, get_settings
-from starter.connection import connect
+from starter.connection import (
+    SearchAttributeProblem,
+    TemporalUnavailable,
+    address_configured,
+    connect,
+    ensure_search_attributes,
+    load_profile,
+)
+from starter.devserver import DevServer, DevServerConfig, DevServerError
 from workflows.case import SupportCase
 from workflows.release import Release
 
 log = structlog.get_logger()
+
+# How long a draining worker lets running activities finish before cancelling them.
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 
 # Pure, deterministic modules the sandbox may share instead of re-importing per workflow run:
 # re-importing pydantic and the lifecycle for every case is most of the sandbox's cost.
@@ -62,23 +86,124 @@ def build_worker(
     )
 
 
-async def run_worker(client: Client, settings: Settings) -> None:
-    await upgrade(settings.database_url)  # a fresh database just works
+async def run_worker(
+    client: Client,
+    settings: Settings,
+    stop: asyncio.Event | None = None,
+    *,
+    schema_ready: bool = False,
+) -> None:
+    """Run the worker until ``stop`` is set (then drain it), or until cancelled."""
+    if not schema_ready:
+        await upgrade(settings.database_url)  # a fresh database just works
     store = CaseStore(settings.database_url)
     try:
-        worker = build_worker(client, settings, store)
-        log.info("worker polling", task_queue=settings.task_queue)
-        await worker.run()
+        worker = build_worker(client, settings, store, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN)
+        running = asyncio.create_task(worker.run())
+        log.info("worker polling", task_queue=settings.task_queue, namespace=client.namespace)
+        try:
+            if stop is None:
+                await running
+                return
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not running.done():
+                log.info("draining the worker")
+                await worker.shutdown()
+            await running
+            log.info("worker stopped")
+        finally:
+            if not running.done():
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
     finally:
         await store.dispose()
 
 
-async def main() -> None:
+async def main() -> int:
+    started = time.monotonic()
     settings = get_settings()
     logs.configure(settings.log_format, settings.log_level)
-    client = await connect()
-    await run_worker(client, settings)
+    stop = asyncio.Event()
+    _on_stop_signals(stop, asyncio.current_task())
+    try:
+        async with AsyncExitStack() as cleanup:
+            if address_configured():
+                client = await connect()
+                added = await ensure_search_attributes(client)
+                if added:
+                    log.info("search attributes registered", added=added)
+                await run_worker(client, settings, stop)
+                return 0
+            config = DevServerConfig.from_settings(settings, load_profile().namespace or "default")
+            server = DevServer(config)
+            server.spawn()
+            cleanup.push_async_callback(_stop_server, server)
+            # The schema upgrade runs while the server boots: half the cold start.
+            waiting = asyncio.gather(server.wait_ready(), upgrade(settings.database_url))
+            stopping = asyncio.create_task(stop.wait())
+            racing: set[asyncio.Future[Any]] = {waiting, stopping}
+            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not waiting.done():  # Ctrl-C while starting
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+                return 0
+            client = waiting.result()[0]
+            log.info(
+                "temporal dev server ready",
+                ui=config.ui_url,
+                grpc=f"localhost:{config.port}",
+                http_api=config.http_url,
+                data=str(config.db_file),
+                ready_s=round(server.ready_after or 0, 2),
+                since_start_s=round(time.monotonic() - started, 2),
+            )
+            await run_worker(client, settings, stop, schema_ready=True)
+            return 0
+    except (TemporalUnavailable, DevServerError, SearchAttributeProblem) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+async def _stop_server(server: DevServer) -> None:
+    code = await server.stop()
+    log.info("temporal dev server stopped", exit_code=code)
+
+
+def _on_stop_signals(stop: asyncio.Event, task: asyncio.Task[object] | None) -> None:
+    """The first Ctrl-C / SIGTERM drains; the second cancels (the server is still stopped)."""
+    loop = asyncio.get_running_loop()
+
+    def handle(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("second signal: stopping now", signal=sig.name)
+            if task is not None:
+                task.cancel()
+            return
+        log.info("stopping", signal=sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with suppress(NotImplementedError, ValueError):  # not on this platform
+            loop.add_signal_handler(sig, handle, sig)
+
+
+def run() -> None:
+    try:
+        code = asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter finalisation: the SDK's Rust runtime can crash a process that exits
+    # normally (temporalio/sdk-python#300), which would turn a clean stop into exit 134/139.
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run()

@@ -1,10 +1,12 @@
 """The case workflow's activities: persist (case store) and notify (SMTP with an outbox).
 
-A worker needs ``CaseStore``, ``CaseActivities`` and ``upgrade``::
+A worker needs ``upgrade``, ``CaseStore`` and ``CaseActivities``::
 
-    await upgrade(settings.database_url)
+    await upgrade(settings.database_url)  # the schema, brought up to date
     store = CaseStore(settings.database_url)
-    worker = Worker(client, task_queue=..., activities=CaseActivities(store, settings).activities())
+    Worker(client, ..., activities=CaseActivities(store, settings).activities())
+
+Workflow code takes activity names, timeouts and retry policies from ``activities.options``.
 
 Exports resolve lazily: workflow code imports ``activities.options`` inside Temporal's sandbox,
 and an eager import here would drag SQLAlchemy and aiosmtplib into every workflow run.

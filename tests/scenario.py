@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -98,7 +99,25 @@ class Case:
         handle = self.env.client.get_workflow_handle(f"case-{self.number}")
         await self.env.fast_forward(handle, duration)
 
+    async def pass_until(self, instant: datetime) -> None:
+        """Fast-forward this case's clock to ``instant`` (from wherever its virtual clock is)."""
+        handle = self.env.client.get_workflow_handle(f"case-{self.number}")
+        now = await self.env.get_current_time(handle)
+        assert instant > now, f"{instant} is already past (the case's clock reads {now})"
+        await self.env.fast_forward(handle, instant - now)
+
     async def settle(self, seconds: float = 1.0) -> Snapshot:
         """Give a fired timer and its activities a moment, then read the case."""
         await asyncio.sleep(seconds)
         return await self.snapshot()
+
+
+async def update_events(handle: WorkflowHandle) -> int:
+    """How many update events (accepted, completed, rejected) the history holds."""
+    return len(
+        [
+            e
+            async for e in handle.fetch_history_events()
+            if "UPDATE" in EventType.Name(e.event_type) and "OPTIONS" not in EventType.Name(e.event_type)
+        ]
+    )

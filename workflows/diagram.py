@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.check:
         current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else None
         if current != text:
-            print(f"{DOC_PATH} is stale: run `{COMMAND}` (make docs)", file=sys.stderr)
+            print(f"{DOC_PATH} is stale: run `make docs` ({COMMAND})", file=sys.stderr)
             return 1
     else:
         sys.stdout.write(text)

@@ -1,0 +1,5 @@
+"""``python -m starter``: see ``starter.cli``."""
+
+from starter.cli import main
+
+main()

@@ -1,0 +1,768 @@
+"""``python -m starter``: the command line for people and scripts, built on ``starter.client``.
+
+It connects where Temporal's environment configuration points (``TEMPORAL_ADDRESS``, a profile,
+TLS, API key) and, with nothing configured, to ``localhost:7233``: the embedded server that
+``make run`` starts. Events go as updates, so a rejection's reason is printed at once and the exit
+code says what happened (see ``starter.output``); ``--json`` prints JSON for scripts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from urllib.parse import quote
+
+import typer
+from rich.table import Table
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+from settings import Settings
+from starter import release_cli
+from starter.client import CaseClient, CaseRow, case_query
+from starter.connection import address_configured, connect
+from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
+from workflows import lifecycle
+from workflows.contract import (
+    Actor,
+    CaseInput,
+    CustomerReply,
+    DeadlinePolicy,
+    Priority,
+    ReleaseInput,
+    Role,
+    Snapshot,
+    Status,
+    TierHandoff,
+    TransitionRequest,
+)
+from workflows.lifecycle import Via
+
+T = TypeVar("T")
+
+# How long an event waits for the case to answer; no answer means no worker is running.
+ANSWER_WITHIN = 30.0
+
+# The choices of ``transition``: exactly the statuses the table lets a transition request reach.
+if TYPE_CHECKING:
+    Target = Status
+    ActorRole = Role
+else:
+    Target = StrEnum("STATUS", {s.name: s.value for s in lifecycle.targets(Via.TRANSITION)})
+    ActorRole = StrEnum("ROLE", {r.name: r.value for r in Role if r is not Role.SYSTEM})
+
+# Deadlines in minutes: within about five minutes a demo shows reminders, Closing and Closed.
+DEMO_POLICY = DeadlinePolicy(
+    pcr_reminder="1min",
+    pcr_closing="2min",
+    closing_closed="1min",
+    work_plan_review="1min",
+    work_plan_expiry="3min",
+    release_closing="1min",
+    testing_closed="3min",
+)
+
+
+def _transition_help() -> str:
+    rows = []
+    for rule in lifecycle.TABLE:
+        if rule.via is not Via.TRANSITION:
+            continue
+        sources = ", ".join(s for s in Status if s in rule.sources)
+        targets = ", ".join(s for s in Status if s in rule.targets)
+        roles = ", ".join(r for r in Role if r in rule.roles)
+        note = f" ({rule.note})" if rule.note else ""
+        rows.append(f"• {sources} → [bold]{targets}[/bold]: {roles}{note}")
+    others = (
+        "Customer replies and tier handoffs are their own commands (reply, handoff); "
+        "deadlines are the case's own."
+    )
+    return "The transitions of the lifecycle table:\n\n" + "\n\n".join(rows) + f"\n\n{others}"
+
+
+app = typer.Typer(
+    name="starter",
+    help=(
+        "Support cases on Temporal: open cases, send events, show and list cases, run a demo.\n\n"
+        "Connects where TEMPORAL_ADDRESS / TEMPORAL_PROFILE point, else to localhost:7233 "
+        "(make run). Exit codes: 0 done, 1 rejected, 2 bad input, 3 Temporal unreachable or "
+        "no such case."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(release_cli.app, name="release")
+db_app = typer.Typer(help="The case store (SQLite or PostgreSQL, CASES_DATABASE_URL).")
+app.add_typer(db_app, name="db")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+NameOpt = Annotated[
+    str | None, typer.Option("--name", help="The actor's name (default: your login name).")
+]
+InstitutionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--institution",
+        help="The actor's institution (a customer's defaults to the case's institution).",
+    ),
+]
+EventIdOpt = Annotated[
+    str | None,
+    typer.Option("--event-id", help="Idempotency key: an event id the case has seen is ignored."),
+]
+NoteOpt = Annotated[str | None, typer.Option("--note", help="A note for the history.")]
+
+
+# ---- plumbing ------------------------------------------------------------------------------
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _run(work: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(work)
+
+
+async def _cases() -> CaseClient:
+    return CaseClient(await connect(), _settings().task_queue)
+
+
+async def _answer(case_number: str, work: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await asyncio.wait_for(work, ANSWER_WITHIN)
+    except TimeoutError:
+        fail(
+            Code.UNAVAILABLE,
+            f"case {case_number} did not answer within {ANSWER_WITHIN:.0f} s: "
+            f"is a worker polling task queue {_settings().task_queue}? (make run)",
+        )
+
+
+def _actor(role: Role, name: str | None, institution: str | None) -> Actor:
+    return Actor(role=role, name=name or _login(), institution=institution)
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "cli"
+
+
+async def _fill_actor(
+    cases: CaseClient,
+    case_number: str,
+    role: Role | None,
+    name: str | None,
+    institution: str | None,
+    to: Status | None = None,
+) -> Actor:
+    """The actor, with the defaults that need the case: a customer's institution, and for a
+    transition without ``--as`` the role the table allows for this move."""
+    needs_case = (role is Role.CUSTOMER and institution is None) or role is None
+    if not needs_case:
+        assert role is not None
+        return _actor(role, name, institution)
+    snap = await cases.snapshot(case_number)
+    if role is None:
+        role = _role_for(snap, to)
+    if role is Role.CUSTOMER and institution is None:
+        institution = snap.institution
+    return _actor(role, name, institution)
+
+
+def _role_for(snap: Snapshot, to: Status | None) -> Role:
+    rules = [
+        r
+        for r in lifecycle.rules_from(snap.status, Via.TRANSITION)
+        if to is None or to in r.targets
+    ]
+    allowed = [r for r in Role if r is not Role.SYSTEM and any(r in rule.roles for rule in rules)]
+    if len(allowed) == 1:
+        return allowed[0]
+    owner = Role.TIER1 if snap.owner_tier == 1 else Role.TIER2
+    if owner in allowed:
+        return owner
+    if not allowed:
+        # Let the case answer with its own reason (not a transition of the lifecycle).
+        return owner
+    fail(
+        Code.USAGE,
+        f"say who moves case {snap.case_number} from {snap.status} to {to}: "
+        f"--as one of {', '.join(allowed)}",
+    )
+
+
+def _policy(items: list[str] | None, demo: bool) -> DeadlinePolicy | None:
+    if not items and not demo:
+        return None
+    fields: dict[str, Any] = DEMO_POLICY.model_dump(mode="json") if demo else {}
+    for item in items or []:
+        key, sep, span = item.partition("=")
+        if not sep or not key.strip() or not span.strip():
+            raise BadInput(f"--policy takes KEY=SPAN (e.g. pcr_reminder=2min), not {item!r}")
+        fields[key.strip()] = span.strip()
+    return DeadlinePolicy.model_validate(fields)
+
+
+def _ui_link(path: str) -> str | None:
+    """A Web UI link, when the UI is the embedded server's (no address configured)."""
+    if address_configured():
+        return None
+    return f"http://localhost:{_settings().ui_port}/namespaces/default/{path}"
+
+
+async def _pollers(client: Client, task_queue: str) -> int:
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return len(response.pollers)
+
+
+def _changed(snap: Snapshot, as_json: bool) -> None:
+    if as_json:
+        emit_json(snap)
+        return
+    last = snap.history[-1] if snap.history else None
+    moved = (
+        f"{last.from_status} → [bold]{snap.status}[/bold]"
+        if last and last.at == snap.status_since and last.from_status
+        else f"[bold]{snap.status}[/bold]"
+    )
+    due = snap.next_deadline
+    deadline = (
+        f"next deadline {when(due.at)} ({ago(due.at)}): {lifecycle.describe(due)}"
+        if due
+        else "no deadline: waiting for people"
+    )
+    out().print(f"case {snap.case_number}: {moved} · owner Tier {snap.owner_tier} · {deadline}")
+
+
+# ---- commands ------------------------------------------------------------------------------
+
+
+@app.command("open")
+def open_case(
+    case_number: Annotated[
+        str, typer.Argument(help="The case number: letters, digits and dashes (e.g. 00123456).")
+    ],
+    institution: Annotated[str, typer.Option(help="The customer's institution.")],
+    product: Annotated[str, typer.Option(help="The product concerned.")],
+    title: Annotated[str, typer.Option(help="One line: what is wrong.")],
+    contact: Annotated[str, typer.Option(help="Email address of the case's contact.")],
+    priority: Annotated[Priority, typer.Option(case_sensitive=False)] = Priority.NORMAL,
+    affects_multiple_institutions: Annotated[
+        bool, typer.Option(help="The issue affects several institutions.")
+    ] = False,
+    references: Annotated[
+        str | None, typer.Option(help="The closed case this one recurs from.")
+    ] = None,
+    policy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--policy",
+            help=(
+                "Override a deadline, KEY=SPAN, repeatable; keys: "
+                + ", ".join(DeadlinePolicy.model_fields)
+                + "; spans like 14d, 3mo, 2min."
+            ),
+        ),
+    ] = None,
+    demo_policy: Annotated[
+        bool, typer.Option("--demo-policy", help="Deadlines in minutes, as the demo uses.")
+    ] = False,
+    role: Annotated[
+        ActorRole, typer.Option("--as", help="Who opens it: customer or tier1.")
+    ] = ActorRole.CUSTOMER,
+    name: NameOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a case: start its SupportCase workflow (id case-NUMBER)."""
+    with handled(as_json):
+        opener = Role(role)
+        case = CaseInput(
+            case_number=case_number,
+            institution=institution,
+            product=product,
+            priority=priority,
+            title=title,
+            contact_email=contact,
+            affects_multiple_institutions=affects_multiple_institutions,
+            references=references,
+            opened_by=_actor(opener, name, institution if opener is Role.CUSTOMER else None),
+            policy=_policy(policy, demo_policy),
+        )
+
+        async def work() -> tuple[str, int]:
+            cases = await _cases()
+            handle = await cases.open(case)
+            return handle.id, await _pollers(cases.client, cases.task_queue)
+
+        workflow_id, pollers = _run(work())
+    if as_json:
+        emit_json({"ok": True, "case_number": case_number, "workflow_id": workflow_id})
+        return
+    out().print(
+        f"opened case [bold]{case_number}[/bold] · {institution} · {priority} — {title} "
+        f"(workflow {workflow_id})"
+    )
+    if link := _ui_link(f"workflows/{workflow_id}"):
+        out().print(f"Web UI: {link}")
+    if not pollers:
+        err().print(
+            f"warning: no worker polls task queue {_settings().task_queue}; the case waits "
+            "until one does (make run)"
+        )
+
+
+@app.command(epilog=_transition_help())
+def transition(
+    case_number: Annotated[str, typer.Argument(help="The case number.")],
+    to: Annotated[
+        Target,
+        typer.Argument(
+            case_sensitive=False,
+            show_choices=False,
+            metavar="STATUS",
+            help="The status to move to (quote it; any letter case): "
+            + ", ".join(lifecycle.targets(Via.TRANSITION))
+            + ".",
+        ),
+    ],
+    role: Annotated[
+        ActorRole | None,
+        typer.Option(
+            "--as",
+            help="Who asks (default: the role the table allows for this move; "
+            "the owner tier's when several).",
+        ),
+    ] = None,
+    name: NameOpt = None,
+    institution: InstitutionOpt = None,
+    note: NoteOpt = None,
+    release_id: Annotated[
+        str | None, typer.Option("--release-id", help="For Pending Release: the release.")
+    ] = None,
+    event_id: EventIdOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a case to another status, as the lifecycle table allows."""
+    target = Status(to)
+    with handled(as_json):
+
+        async def work() -> Snapshot:
+            cases = await _cases()
+            actor = await _fill_actor(
+                cases, case_number, Role(role) if role else None, name, institution, target
+            )
+            request = TransitionRequest(
+                to=target, actor=actor, note=note, release_id=release_id, event_id=event_id
+            )
+            return await _answer(case_number, cases.transition(case_number, request))
+
+        snap = _run(work())
+    _changed(snap, as_json)
+
+
+@app.command()
+def reply(
+    case_number: Annotated[str, typer.Argument(help="The case number.")],
+    text: Annotated[str, typer.Argument(help="What the customer says.")],
+    role: Annotated[ActorRole, typer.Option("--as", help="Who replies.")] = ActorRole.CUSTOMER,
+    name: NameOpt = None,
+    institution: InstitutionOpt = None,
+    event_id: EventIdOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A customer reply (the customer answers or comments).
+
+    From Pending Customer Response, Closing or Pending Customer Testing it moves the case to
+    Waiting for Process; elsewhere it is kept as a comment and the owner tier is told.
+    """
+    with handled(as_json):
+
+        async def work() -> Snapshot:
+            cases = await _cases()
+            actor = await _fill_actor(cases, case_number, Role(role), name, institution)
+            event = CustomerReply(text=text, actor=actor, event_id=event_id)
+            return await _answer(case_number, cases.reply(case_number, event))
+
+        snap = _run(work())
+    _changed(snap, as_json)
+
+
+@app.command()
+def handoff(
+    case_number: Annotated[str, typer.Argument(help="The case number.")],
+    to_tier: Annotated[int, typer.Argument(min=1, max=2, help="The tier to hand to: 2 or 1.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="To Tier 2: one of "
+            + ", ".join(lifecycle.HANDOFF_REASONS)
+            + ". Back to Tier 1: free text."
+        ),
+    ],
+    note: Annotated[str, typer.Option(help="A note for the other tier.")] = "",
+    role: Annotated[
+        ActorRole | None,
+        typer.Option("--as", help="Who hands off (default: tier1 to Tier 2, tier2 to Tier 1)."),
+    ] = None,
+    name: NameOpt = None,
+    institution: InstitutionOpt = None,
+    event_id: EventIdOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Hand a case to the other tier (Tier 2 New, or Tier 2 Closed back to Tier 1)."""
+    with handled(as_json):
+        who = Role(role) if role else (Role.TIER1 if to_tier == 2 else Role.TIER2)
+
+        async def work() -> Snapshot:
+            cases = await _cases()
+            actor = await _fill_actor(cases, case_number, who, name, institution)
+            event = TierHandoff(
+                to_tier=to_tier,
+                reason=reason,
+                note=note,
+                actor=actor,
+                event_id=event_id,
+            )
+            return await _answer(case_number, cases.handoff(case_number, event))
+
+        snap = _run(work())
+    _changed(snap, as_json)
+
+
+@app.command()
+def show(
+    case_number: Annotated[str, typer.Argument(help="The case number.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a case: status, since, owner tier, next deadline, timeline, history, rejections."""
+    with handled(as_json):
+
+        async def work() -> Snapshot:
+            cases = await _cases()
+            return await _answer(case_number, cases.snapshot(case_number))
+
+        snap = _run(work())
+    if as_json:
+        emit_json(snap)
+        return
+    render_snapshot(snap)
+
+
+def render_snapshot(snap: Snapshot) -> None:
+    console = out()
+    console.print(
+        f"[bold]Case {snap.case_number}[/bold] · {snap.institution} · {snap.priority} — "
+        f"{snap.title}"
+    )
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim")
+    facts.add_column()
+    due = snap.next_deadline
+    facts.add_row("status", f"[bold]{snap.status}[/bold]")
+    facts.add_row("since", f"{when(snap.status_since)} ({ago(snap.status_since)})")
+    facts.add_row("owner tier", f"Tier {snap.owner_tier}")
+    facts.add_row(
+        "next deadline",
+        f"{when(due.at)} ({ago(due.at)}): {lifecycle.describe(due)}"
+        if due
+        else "none: waiting for people",
+    )
+    facts.add_row("product", snap.product)
+    if snap.release_id:
+        shipped = f"shipped {when(snap.release_shipped_at)}" if snap.release_shipped_at else ""
+        facts.add_row("release", f"{snap.release_id} {shipped}".strip())
+    facts.add_row("opened", when(snap.opened_at))
+    if snap.closed_at:
+        facts.add_row("closed", when(snap.closed_at))
+    if snap.references:
+        facts.add_row("references", snap.references)
+    facts.add_row(
+        "policy",
+        ", ".join(f"{k}={v}" for k, v in snap.policy.model_dump(mode="json").items()),
+    )
+    console.print(facts)
+
+    if snap.timeline:
+        timeline = Table(title="Timeline if nobody acts", title_justify="left")
+        timeline.add_column("when")
+        timeline.add_column("")
+        timeline.add_column("what")
+        for d in snap.timeline:
+            timeline.add_row(when(d.at), ago(d.at), lifecycle.describe(d))
+        console.print(timeline)
+
+    history = Table(title="History", title_justify="left")
+    for column in ("#", "at", "from → to", "by", "note"):
+        history.add_column(column)
+    for h in snap.history:
+        who = f"{h.actor.role} {h.actor.name}"
+        history.add_row(
+            str(h.seq), when(h.at), f"{h.from_status or '(opened)'} → {h.to_status}", who, h.note
+        )
+    console.print(history)
+
+    if snap.rejected:
+        rejected = Table(title="Rejected events", title_justify="left")
+        for column in ("at", "event", "reason", "message"):
+            rejected.add_column(column)
+        for r in snap.rejected:
+            rejected.add_row(when(r.at), r.event, r.reason, r.message)
+        console.print(rejected)
+
+
+@app.command("list")
+def list_cases(
+    status: Annotated[
+        list[Status] | None,
+        typer.Option(
+            "--status",
+            case_sensitive=False,
+            show_choices=False,
+            metavar="STATUS",
+            help="Cases in this status (quote it); repeatable.",
+        ),
+    ] = None,
+    institution: Annotated[str | None, typer.Option(help="Cases of this institution.")] = None,
+    release_id: Annotated[
+        str | None, typer.Option("--release", help="Cases of this release.")
+    ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            help="A visibility query, e.g. 'CaseNextDeadline < \"2026-12-01T00:00:00Z\"'."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="At most this many (0: all).")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List cases by status, institution, release or any visibility query (newest first)."""
+    criteria: dict[str, Any] = {
+        "status": [str(s) for s in status or []],
+        "institution": institution,
+        "release_id": release_id,
+        "query": query,
+    }
+    with handled(as_json):
+
+        async def work() -> list[CaseRow]:
+            cases = await _cases()
+            return [row async for row in cases.find(limit=limit or None, **criteria)]
+
+        rows = _run(work())
+    if as_json:
+        emit_json(rows)
+        return
+    render_rows(rows, case_query(**criteria), limit)
+
+
+def render_rows(rows: list[CaseRow], query: str, limit: int) -> None:
+    table = Table(box=None, header_style="bold")
+    for column in ("case", "status", "priority", "institution", "tier", "next deadline", "release"):
+        table.add_column(column)
+    for r in rows:
+        due = f"{when(r.next_deadline)} ({ago(r.next_deadline)})" if r.next_deadline else "—"
+        table.add_row(
+            r.case_number,
+            r.status or "?",
+            r.priority or "",
+            r.institution or "",
+            r.owner_tier or "",
+            due,
+            r.release_id or "",
+        )
+    console = out()
+    console.print(table)
+    more = " (the first ones; --limit 0 for all)" if limit and len(rows) >= limit else ""
+    console.print(f"[dim]{len(rows)} case(s){more}; query: {query or 'all cases'}[/dim]")
+
+
+@app.command()
+def demo(
+    watch: Annotated[
+        bool, typer.Option(help="Keep a live table until every demo case is closed.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open a handful of cases whose deadlines are minutes, to watch them move live.
+
+    Within about five minutes the Web UI shows a reminder, a release shipping, work-plan
+    reviews, Closing and Closed. Needs a running worker (make run).
+    """
+    with handled(as_json):
+        opened, prefix = _run(_demo())
+    query = f'WorkflowId STARTS_WITH "case-{prefix}"'
+    if as_json:
+        emit_json({"ok": True, "cases": opened, "query": query})
+        return
+    out().print(f"opened {len(opened)} demo cases (deadlines in minutes):")
+    for number, story in opened:
+        out().print(f"  {number}  {story}")
+    if link := _ui_link(f"workflows?query={quote(query)}"):
+        out().print(f"Web UI: {link}")
+    out().print(f"python -m starter list --query '{query}'")
+    if watch:
+        with handled(as_json):
+            _run(_watch(query))
+
+
+DEMO_STORIES: list[tuple[str, str, Priority, str]] = [
+    ("Alma University", "Loans report shows wrong totals", Priority.NORMAL, "pcr"),
+    ("Borealis College", "Login page times out", Priority.HIGH, "resolved"),
+    ("Cedar Library", "Fine calculation off by one day", Priority.NORMAL, "release"),
+    ("Dunmore Institute", "Add a due-date column to the export", Priority.LOW, "work_plan"),
+    ("Elm State University", "Import fails on UTF-8 titles", Priority.NORMAL, "replied"),
+    ("Fjord Academy", "Search index out of date", Priority.CRITICAL, "tier2"),
+]
+DEMO_TALES = {
+    "pcr": "Pending Customer Response: reminder in 1 min, Closing in 2, Closed in 3",
+    "resolved": "Closing: Closed in 1 min",
+    "release": "Pending Release: the release ships in 1 min, Closing 1 min later, then Closed",
+    "work_plan": "Pending Work Plan: a review each minute, Closing in 3 min, then Closed",
+    "replied": "the customer replied: Waiting for Process (no deadline)",
+    "tier2": "Tier 2 W4I: Tier 2 waits for Tier 1 (no deadline)",
+}
+
+
+async def _demo() -> tuple[list[tuple[str, str]], str]:
+    cases = await _cases()
+    if not await _pollers(cases.client, cases.task_queue):
+        fail(
+            Code.UNAVAILABLE,
+            f"no worker polls task queue {cases.task_queue}: start one first (make run)",
+        )
+    prefix = f"{int(datetime.now(UTC).timestamp()) % 1_000_000:06d}"
+    release = f"demo-{prefix}"
+    await cases.schedule_release(
+        ReleaseInput(release_id=release, ships_at=datetime.now(UTC) + timedelta(minutes=1))
+    )
+    tier1 = Actor(role=Role.TIER1, name="Tom One")
+    tier2 = Actor(role=Role.TIER2, name="Tess Two")
+    dev = Actor(role=Role.DEVELOPMENT, name="Dev Eloper")
+    opened: list[tuple[str, str]] = []
+    for i, (institution, title, priority, story) in enumerate(DEMO_STORIES, start=1):
+        number = f"{prefix}{i:02d}"
+        customer = Actor(role=Role.CUSTOMER, name="Ann Reader", institution=institution)
+        await cases.open(
+            CaseInput(
+                case_number=number,
+                institution=institution,
+                product="Alma",
+                priority=priority,
+                title=title,
+                contact_email=f"contact-{number}@example.org",
+                opened_by=customer,
+                policy=DEMO_POLICY,
+            )
+        )
+
+        async def to(status: Status, actor: Actor, number: str = number, **kw: Any) -> None:
+            request = TransitionRequest(to=status, actor=actor, **kw)
+            await _answer(number, cases.transition(number, request))
+
+        async def handoff(reason: str, number: str = number) -> None:
+            event = TierHandoff(to_tier=2, reason=reason, actor=tier1)
+            await _answer(number, cases.handoff(number, event))
+
+        await to(Status.TIER1_ANALYSIS, tier1)
+        match story:
+            case "pcr":
+                await to(Status.PENDING_CUSTOMER_RESPONSE, tier1, note="please send the report")
+            case "resolved":
+                await to(Status.CLOSING, tier1, note="cleared the session cache")
+            case "release":
+                await handoff("defect_verification")
+                await to(Status.TIER2_ANALYSIS, tier2)
+                await to(Status.DEVELOPMENT, tier2)
+                await to(Status.PENDING_RELEASE, dev, release_id=release)
+            case "work_plan":
+                await handoff("consult")
+                await to(Status.TIER2_ANALYSIS, tier2)
+                await to(Status.PENDING_WORK_PLAN, tier2, note="enhancement for a work plan")
+            case "replied":
+                await to(Status.PENDING_CUSTOMER_RESPONSE, tier1)
+                reply = CustomerReply(text="Here is the file that fails.", actor=customer)
+                await _answer(number, cases.reply(number, reply))
+            case "tier2":
+                await handoff("deeper_analysis")
+                await to(Status.TIER2_ANALYSIS, tier2)
+                await to(Status.TIER2_W4I, tier2, note="which index profile is used?")
+        opened.append((number, DEMO_TALES[story]))
+    return opened, prefix
+
+
+async def _watch(query: str) -> None:
+    from rich.live import Live
+
+    cases = await _cases()
+    with Live(console=out(), refresh_per_second=1) as live:
+        while True:
+            rows = [row async for row in cases.find(query=query)]
+            table = Table(box=None, header_style="bold")
+            for column in ("case", "status", "next deadline"):
+                table.add_column(column)
+            for r in sorted(rows, key=lambda r: r.case_number):
+                due = f"{when(r.next_deadline)} ({ago(r.next_deadline)})" if r.next_deadline else ""
+                table.add_row(r.case_number, r.status or "?", due)
+            live.update(table)
+            open_ones = [r for r in rows if r.status != Status.CLOSED]
+            if rows and all(r.status not in _TIMED for r in open_ones):
+                return
+            await asyncio.sleep(2)
+
+
+# Statuses of the demo that still have a deadline ahead: the watch ends when none is left.
+_TIMED = {
+    Status.PENDING_CUSTOMER_RESPONSE,
+    Status.CLOSING,
+    Status.PENDING_RELEASE,
+    Status.PENDING_WORK_PLAN,
+    Status.PENDING_CUSTOMER_TESTING,
+}
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the case store's schema up to date (the worker does this at start too)."""
+    from sqlalchemy.engine import make_url
+
+    from activities import upgrade
+
+    url = _settings().database_url
+    _run(upgrade(url))
+    shown = make_url(url).render_as_string(hide_password=True)
+    out().print(f"case store up to date: {shown}")
+
+
+def main() -> None:
+    """The console entry point: run, then leave without interpreter finalisation (see
+    ``worker.run``: the SDK's runtime can crash a process at exit, temporalio/sdk-python#300)."""
+    import os
+    import sys
+
+    try:
+        app(prog_name="python -m starter")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
