@@ -29,6 +29,8 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import contextlib
+
 from settings import Settings  # noqa: E402
 from starter.client import CaseClient  # noqa: E402
 from starter.devserver import DevServer, DevServerConfig  # noqa: E402
@@ -43,7 +45,7 @@ from workflows.contract import (  # noqa: E402
     TransitionRequest,
 )
 
-WIDTH, HEIGHT = 1600, 900
+WIDTH, HEIGHT = 1800, 900
 COLUMNS = [
     "Status",
     "Workflow ID",
@@ -52,7 +54,6 @@ COLUMNS = [
     "CaseInstitution",
     "CaseOwnerTier",
     "CaseNextDeadline",
-    "Start",
 ]
 QUERY = 'WorkflowType = "SupportCase"'
 
@@ -198,25 +199,30 @@ class Browser:
 
     def goto(self, url: str, until_text: list[str], within: float = 30.0) -> None:
         self.call("Page.navigate", url=url)
+        self.wait_for(until_text, within, url)
+
+    def wait_for(self, until_text: list[str], within: float = 30.0, url: str = "") -> None:
         deadline = time.monotonic() + within
-        check = " && ".join(f"document.body.innerText.includes({json.dumps(t)})" for t in until_text)
+        check = " && ".join(
+            f"document.body.innerText.includes({json.dumps(t)})" for t in until_text
+        )
         while time.monotonic() < deadline:
             if self.evaluate(f"!!document.body && ({check})"):
                 time.sleep(1.0)  # let the last rows and fonts settle
                 return
             time.sleep(0.2)
-        raise RuntimeError(f"{url} never showed {until_text}")
+        shown = str(self.evaluate("document.body ? document.body.innerText : ''"))[:2000]
+        self.screenshot(Path(tempfile.gettempdir()) / "cases-screenshot-failed.png")
+        raise RuntimeError(f"{url} never showed {until_text}; it shows: {shown!r}")
 
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
-        print(f"wrote {path.relative_to(ROOT)}")
+        print(f"wrote {path}")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.call("Browser.close")
-        except RuntimeError:
-            pass
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
@@ -244,8 +250,14 @@ def shoot(ui: str) -> None:
             browser.screenshot(ROOT / "docs" / "ui-cases.png")
             browser.goto(
                 f"{ui}/namespaces/default/workflows/case-00123456",
-                ["Case 00123456", "Pending Customer Response"],
+                ["case-00123456", "pcr_reminder: reminder to the customer"],
             )
+            browser.screenshot(ROOT / "docs" / "ui-case-timeline.png")
+            # The summary, details and current details are on the "User Metadata" tab.
+            browser.evaluate(
+                "document.querySelector('[data-testid=\"user-metadata-tab\"]').click()"
+            )
+            browser.wait_for(["Case 00123456 · Alma University", "owner Tier 1"])
             browser.screenshot(ROOT / "docs" / "ui-case.png")
         finally:
             browser.close()

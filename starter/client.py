@@ -175,7 +175,7 @@ class CaseClient:
         )
 
     def handle(self, case_number: str) -> WorkflowHandle:
-        return self.client.get_workflow_handle(case_workflow_id(case_number))
+        return self.client.get_workflow_handle(case_workflow_id(case_number), result_type=Snapshot)
 
     async def snapshot(self, case_number: str) -> Snapshot:
         try:

@@ -38,7 +38,10 @@ class Case:
         self.env = env
         self.client = CaseClient(env.client, task_queue)
         self.number = number
-        self.handle: WorkflowHandle | None = None
+
+    @property
+    def handle(self) -> WorkflowHandle:
+        return self.client.handle(self.number)
 
     async def open(self, policy: DeadlinePolicy | None = None, **fields: Any) -> Case:
         data: dict[str, Any] = {
@@ -52,7 +55,7 @@ class Case:
             "policy": policy,
         }
         data.update(fields)
-        self.handle = await self.client.open(CaseInput.model_validate(data))
+        await self.client.open(CaseInput.model_validate(data))
         return self
 
     async def to(self, status: Status | str, actor: Actor, **kw: Any) -> Snapshot:
@@ -66,7 +69,8 @@ class Case:
 
     async def handoff(self, to_tier: int, reason: str, actor: Actor, note: str = "") -> Snapshot:
         return await self.client.handoff(
-            self.number, TierHandoff(to_tier=to_tier, reason=reason, note=note, actor=actor)  # type: ignore[arg-type]
+            self.number,
+            TierHandoff(to_tier=to_tier, reason=reason, note=note, actor=actor),
         )
 
     async def walk(self, *steps: tuple[Status | str, Actor]) -> Snapshot:
@@ -118,6 +122,7 @@ async def update_events(handle: WorkflowHandle) -> int:
         [
             e
             async for e in handle.fetch_history_events()
-            if "UPDATE" in EventType.Name(e.event_type) and "OPTIONS" not in EventType.Name(e.event_type)
+            if "UPDATE" in EventType.Name(e.event_type)
+            and "OPTIONS" not in EventType.Name(e.event_type)
         ]
     )

@@ -14,9 +14,12 @@ DAY = timedelta(days=1)
 MARGIN = timedelta(minutes=1)
 
 
-async def test_continue_as_new_mid_deadline_keeps_the_deadline(env, case_worker, worker_settings, inbox, unique):
+async def test_continue_as_new_mid_deadline_keeps_the_deadline(
+    env, case_worker, worker_settings, inbox, unique
+):
     case = await Case(env, worker_settings.task_queue, unique("can")).open()
     snap = await case.walk(("Tier 1 Analysis", TIER1), ("Pending Customer Response", TIER1))
+    assert snap.next_deadline is not None
     reminder_at = snap.next_deadline.at
     first_run = (await case.client.handle(case.number).describe()).run_id
     await case.pass_time(10 * DAY)
@@ -50,7 +53,11 @@ async def test_continue_as_new_mid_deadline_keeps_the_deadline(env, case_worker,
     assert not inbox.matching(Subject="reminder")
     await case.pass_until(reminder_at + MARGIN)
     await inbox.wait_for(Subject="reminder")
-    snap = await case.wait(lambda s: s.next_deadline is not None and s.next_deadline.action == "pcr_closing")
+    snap = await case.wait(
+        lambda s: s.next_deadline is not None and s.next_deadline.action == "pcr_closing"
+    )
     await asyncio.sleep(0.5)
     assert len(inbox.matching(Subject="reminder")) == 1
-    assert len(inbox.matching(Subject="information requested")) == 1  # nothing re-sent by the new run
+    assert (
+        len(inbox.matching(Subject="information requested")) == 1
+    )  # nothing re-sent by the new run

@@ -17,7 +17,9 @@ from tests.scenario import CUSTOMER, TIER1, Case
 from workflows.contract import Actor, CustomerReply, TransitionRequest
 
 
-async def test_a_duplicate_event_id_has_one_effect(env, case_worker, worker_settings, inbox, unique):
+async def test_a_duplicate_event_id_has_one_effect(
+    env, case_worker, worker_settings, inbox, unique
+):
     case = await Case(env, worker_settings.task_queue, unique("dup")).open()
     await case.walk(("Tier 1 Analysis", TIER1), ("Pending Customer Response", TIER1))
     reply = CustomerReply(text="Logs attached.", actor=CUSTOMER, event_id="portal-msg-17")
@@ -30,7 +32,7 @@ async def test_a_duplicate_event_id_has_one_effect(env, case_worker, worker_sett
     await case.client.signal(case.number, "customer_reply", reply)  # seen before: still ignored
     snap = await case.settle(0.5)
     assert snap.status == "Pending Customer Response"
-    assert [h.to_status for h in snap.history].count("Waiting for Process") == 1
+    assert [str(h.to_status) for h in snap.history].count("Waiting for Process") == 1
     await inbox.wait_for(Subject="comment")
     await asyncio.sleep(0.5)
     assert len(inbox.matching(Subject="comment")) == 1
@@ -54,7 +56,9 @@ async def test_malformed_and_forbidden_signals_are_recorded_and_the_case_goes_on
     await handle.signal("transition", args=[{"to": "Closing"}, {"extra": 1}])
     await handle.signal("reopen_everything", {"please": True})
     await handle.signal("transition", TransitionRequest(to="Development", actor=TIER1))
-    await handle.signal("transition", TransitionRequest(to="Closing", actor=Actor(role="system", name="me")))
+    await handle.signal(
+        "transition", TransitionRequest(to="Closing", actor=Actor(role="system", name="me"))
+    )
     await handle.signal("customer_reply", CustomerReply(text="hi", actor=intruder))
     await handle.signal("transition", raw(b'{"to": "Closing", "pad": "' + b"x" * 70_000 + b'"}'))
 
@@ -73,7 +77,15 @@ async def test_malformed_and_forbidden_signals_are_recorded_and_the_case_goes_on
         "malformed",
     ]
     messages = " | ".join(r.message for r in snap.rejected)
-    for expected in ("not valid JSON", "json/plain", "JSON object", "to:", "exactly one", "unknown signal", "limit"):
+    for expected in (
+        "not valid JSON",
+        "json/plain",
+        "JSON object",
+        "to:",
+        "exactly one",
+        "unknown signal",
+        "limit",
+    ):
         assert expected in messages
     assert snap.status == "Tier 1 Analysis"
     assert len(snap.rejected[-1].excerpt or "") <= 200  # a huge payload is not stored
@@ -87,18 +99,24 @@ async def test_malformed_and_forbidden_signals_are_recorded_and_the_case_goes_on
     assert (await case.to("Closing", TIER1)).status == "Closing"
 
 
-async def test_rejected_updates_answer_with_a_clear_reason(env, case_worker, worker_settings, unique):
+async def test_rejected_updates_answer_with_a_clear_reason(
+    env, case_worker, worker_settings, unique
+):
     case = await Case(env, worker_settings.task_queue, unique("upd")).open()
     with pytest.raises(CaseRejected) as rejected:
         await case.to("Development", TIER1)
-    assert str(rejected.value).startswith(f"case {case.number} is in New; transition to Development")
+    assert str(rejected.value).startswith(
+        f"case {case.number} is in New; transition to Development"
+    )
     assert rejected.value.reason == "not_allowed"
 
     with pytest.raises(WorkflowUpdateFailedError) as failed:
         await case.client.handle(case.number).execute_update("transition", raw(b"{not json"))
     assert "not valid JSON" in str(failed.value.cause)
     with pytest.raises(CaseRejected, match="institution"):
-        await case.reply("me too", actor=Actor(role="customer", name="Eve", institution="Other College"))
+        await case.reply(
+            "me too", actor=Actor(role="customer", name="Eve", institution="Other College")
+        )
 
 
 async def test_a_closed_case_says_to_open_a_new_one(env, case_worker, worker_settings, unique):
@@ -106,7 +124,7 @@ async def test_a_closed_case_says_to_open_a_new_one(env, case_worker, worker_set
     await case.walk(("Tier 1 Analysis", TIER1), ("Closing", TIER1), ("Closed", CUSTOMER))
     result = await case.handle.result()
     assert result.status == "Closed"
-    with pytest.raises(Exception, match="completed|closed"):
+    with pytest.raises(Exception, match=r"completed|closed"):
         await case.to("Tier 1 Analysis", TIER1)
 
 
@@ -130,7 +148,9 @@ async def test_ops_find_cases_by_search_attributes(env, case_worker, worker_sett
             break
         await asyncio.sleep(0.1)
     assert await ids(query) == {f"case-{a.number}"}
-    assert await ids(f'CaseInstitution = "{institution}" AND CasePriority = "high"') == {f"case-{b.number}"}
+    assert await ids(f'CaseInstitution = "{institution}" AND CasePriority = "high"') == {
+        f"case-{b.number}"
+    }
     snap = await a.snapshot()
     assert snap.next_deadline is not None
     deadline = (snap.next_deadline.at + timedelta(seconds=1)).isoformat()

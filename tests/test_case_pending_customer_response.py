@@ -14,7 +14,9 @@ DAY = timedelta(days=1)
 MARGIN = timedelta(minutes=1)
 
 
-async def test_two_weeks_reminder_then_closing_then_closed(env, case_worker, worker_settings, inbox, unique):
+async def test_two_weeks_reminder_then_closing_then_closed(
+    env, case_worker, worker_settings, inbox, unique
+):
     case = await Case(env, worker_settings.task_queue, unique("PCR")).open()
     await inbox.wait_for(Subject=case.number)  # the "case opened" email
     snap = await case.walk(("Tier 1 Analysis", TIER1), ("Pending Customer Response", TIER1))
@@ -28,7 +30,9 @@ async def test_two_weeks_reminder_then_closing_then_closed(env, case_worker, wor
     await case.pass_until(entered + 14 * DAY + MARGIN)
     [reminder] = await inbox.wait_for(Subject="Reminder", To="ann@alma.example")
     assert case.number in reminder["Subject"]
-    snap = await case.wait(lambda s: s.next_deadline is not None and s.next_deadline.action == "pcr_closing")
+    snap = await case.wait(
+        lambda s: s.next_deadline is not None and s.next_deadline.action == "pcr_closing"
+    )
     assert snap.status == "Pending Customer Response"
 
     await case.pass_until(entered + 28 * DAY - MARGIN)
@@ -46,7 +50,9 @@ async def test_two_weeks_reminder_then_closing_then_closed(env, case_worker, wor
     assert len(inbox.matching(Subject="Reminder")) == 1
 
 
-async def test_a_reply_before_the_reminder_cancels_the_chain(env, case_worker, worker_settings, inbox, unique):
+async def test_a_reply_before_the_reminder_cancels_the_chain(
+    env, case_worker, worker_settings, inbox, unique
+):
     case = await Case(env, worker_settings.task_queue, unique("PCR-reply")).open()
     await case.walk(("Tier 1 Analysis", TIER1), ("Pending Customer Response", TIER1))
     await case.pass_time(10 * DAY)
@@ -62,7 +68,9 @@ async def test_a_reply_before_the_reminder_cancels_the_chain(env, case_worker, w
     assert not inbox.matching(Subject="reminder")
 
 
-async def test_a_customer_comment_in_closing_reopens_the_case(env, case_worker, worker_settings, inbox, unique):
+async def test_a_customer_comment_in_closing_reopens_the_case(
+    env, case_worker, worker_settings, inbox, unique
+):
     case = await Case(env, worker_settings.task_queue, unique("reopen")).open()
     snap = await case.walk(("Tier 1 Analysis", TIER1), ("Closing", TIER1))
     assert snap.next_deadline and snap.next_deadline.to == "Closed"

@@ -39,10 +39,15 @@ async def test_the_tier_loop_keeps_the_owner_tier(env, case_worker, worker_setti
     snap = await case.to("Tier 1 Analysis", KB)
     assert snap.status == "Tier 1 Analysis"
     history = [(h.from_status, h.to_status) for h in snap.history]
-    assert ("Tier 1 Analysis", "Tier 2 New") in history and ("Tier 2 Analysis", "Tier 2 Closed") in history
+    assert ("Tier 1 Analysis", "Tier 2 New") in history and (
+        "Tier 2 Analysis",
+        "Tier 2 Closed",
+    ) in history
 
 
-async def test_a_handoff_to_tier2_needs_one_of_the_three_reasons(env, case_worker, worker_settings, unique):
+async def test_a_handoff_to_tier2_needs_one_of_the_three_reasons(
+    env, case_worker, worker_settings, unique
+):
     case = await Case(env, worker_settings.task_queue, unique("reason")).open()
     await case.to("Tier 1 Analysis", TIER1)
     with pytest.raises(CaseRejected, match="consult, deeper_analysis, defect_verification"):
@@ -54,4 +59,3 @@ async def test_a_handoff_to_tier2_needs_one_of_the_three_reasons(env, case_worke
     with pytest.raises(CaseRejected, match="tier handoff"):
         await case.to("Tier 2 New", TIER1)  # a handoff, not a plain transition
     assert (await case.snapshot()).status == "Tier 1 Analysis"
-

@@ -53,7 +53,6 @@ async def test_reassessed_quarterly_then_closing_after_24_months(
     await to_tier2_analysis(case)
     await case.to("Development", TIER2)
     snap = await case.to("Pending Work Plan", DEV)
-    entered = snap.status_since
     reviews = [d for d in snap.timeline if d.action == "work_plan_review"]
     assert len(reviews) == 7  # months 3, 6, ..., 21; the 24th month is the expiry itself
     assert snap.timeline[7].action == "work_plan_expiry"

@@ -10,6 +10,7 @@ however malformed, is seen raw and recorded rather than dropped by the SDK.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
@@ -86,7 +87,9 @@ class SupportCase:
     async def run(self, start: RawValue) -> Snapshot:
         if self._start_error is not None:
             raise ApplicationError(
-                f"invalid case input: {self._start_error}", type="InvalidCaseInput", non_retryable=True
+                f"invalid case input: {self._start_error}",
+                type="InvalidCaseInput",
+                non_retryable=True,
             )
         self._publish()
         pump = asyncio.create_task(self._run_effects())
@@ -109,7 +112,8 @@ class SupportCase:
                 self._apply_deadline(due)
                 return
         seq = self._state.seq
-        try:
+        # A timeout is the deadline's turn; it is re-checked against the clock on the next pass.
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: self._state.seq != seq or self._should_continue_as_new(),
                 timeout=None if due is None else left,
@@ -117,8 +121,6 @@ class SupportCase:
                 if due is None
                 else f"{due.action}: {lifecycle.describe(due)} at {due.at:%Y-%m-%d %H:%M:%S} UTC",
             )
-        except TimeoutError:
-            pass  # the deadline's turn; re-checked against the clock on the next pass
 
     def _apply_deadline(self, due: Any) -> None:
         lateness = (workflow.now() - due.at).total_seconds()
@@ -132,16 +134,16 @@ class SupportCase:
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+        return (
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+        )
 
     async def _continue_as_new(self, pump: asyncio.Task[None]) -> None:
         # Let the activity in flight finish, so the next run does not start the same effect twice
         # at once; a stuck one (SMTP down for long) is carried over and retried by the next run.
         self._draining = True
-        try:
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: not self._effect_running, timeout=DRAIN_WAIT)
-        except TimeoutError:
-            pass
         await workflow.wait_condition(workflow.all_handlers_finished)
         pump.cancel()
         workflow.continue_as_new(CarriedState(carried=self._state, effects=list(self._effects)))
@@ -247,7 +249,10 @@ class SupportCase:
             return EVENTS[name].model_validate(decode_object([arg], name))
         except (Malformed, ValidationError) as err:
             raise ApplicationError(
-                f"malformed {name}: {explain(err)}", "malformed", type="CaseEventRejected", non_retryable=True
+                f"malformed {name}: {explain(err)}",
+                "malformed",
+                type="CaseEventRejected",
+                non_retryable=True,
             ) from None
 
     def _accept(

@@ -104,7 +104,9 @@ class Release:
 
     def _too_long(self) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+        return (
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+        )
 
     @workflow.signal
     def ship_now(self) -> None:

@@ -52,7 +52,7 @@ def updates(values: dict[str, object], before: dict[str, object]) -> list[Search
         value = values[key.name]
         if key.name in before and before[key.name] == value:
             continue
-        out.append(key.value_unset() if value is None else key.value_set(value))  # type: ignore[arg-type]
+        out.append(key.value_unset() if value is None else key.value_set(value))
     return out
 
 
@@ -60,7 +60,7 @@ def typed(values: dict[str, object]) -> TypedSearchAttributes:
     """The same values as a start option, so a case is searchable from its first instant."""
     return TypedSearchAttributes(
         [
-            SearchAttributePair(key, values[key.name])  # type: ignore[arg-type]
+            SearchAttributePair(key, values[key.name])
             for key in ALL_KEYS
             if values[key.name] is not None
         ]
