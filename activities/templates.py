@@ -141,10 +141,12 @@ def _customer_comment(case_number: str, facts: Facts) -> tuple[str, str]:
     text = facts.get("text")
     comment = str(text).strip() if text else "(no text)"
     quoted = "\n".join(f"> {line}" for line in comment.splitlines() or [comment])
+    tier = facts.get("owner_tier")
     return "customer comment", (
-        f"The customer commented on case {case_number}"
-        + (f" while it is in '{status}'" if status else "")
-        + ". The comment did not change the case's status.\n\n"
+        (f"To Tier {tier}:\n\n" if tier else "")
+        + f"The customer commented on case {case_number}"
+        + (f"; the case is now in '{status}'" if status else "")
+        + ".\n\n"
         + quoted
     )
 

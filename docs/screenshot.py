@@ -257,7 +257,8 @@ def shoot(ui: str) -> None:
             browser.evaluate(
                 "document.querySelector('[data-testid=\"user-metadata-tab\"]').click()"
             )
-            browser.wait_for(["Case 00123456 · Alma University", "owner Tier 1"])
+            browser.wait_for(["Summary", "Current Details"])
+            time.sleep(1.5)  # the markdown renders in frames of its own
             browser.screenshot(ROOT / "docs" / "ui-case.png")
         finally:
             browser.close()

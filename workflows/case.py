@@ -14,7 +14,6 @@ import contextlib
 from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
@@ -22,11 +21,12 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from activities.options import EFFECT_OPTIONS
-from workflows import lifecycle, search
+from workflows import lifecycle, metrics, search
 from workflows.contract import (
     CASE_WORKFLOW,
     CaseInput,
     CustomerReply,
+    Deadline,
     Effect,
     Notify,
     Persist,
@@ -69,6 +69,7 @@ class SupportCase:
         self._draining = False
         self._search: dict[str, object] = {}
         self._start_error: str | None = None
+        self._opened_now = False  # this run opened the case (not a continued run)
         self._state: CaseState
         try:
             data = decode_object([start], "start input")
@@ -78,6 +79,7 @@ class SupportCase:
                 self._effects.extend(carried.effects)
             else:
                 decision = lifecycle.open_case(CaseInput.model_validate(data), workflow.now())
+                self._opened_now = True
                 self._state = decision.state
                 self._effects.extend(decision.effects)
         except (Malformed, ValidationError, Rejection) as err:
@@ -91,6 +93,8 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             )
+        if self._opened_now:
+            metrics.transition(None, self._state.status)
         self._publish()
         pump = asyncio.create_task(self._run_effects())
         while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
@@ -122,9 +126,10 @@ class SupportCase:
                 else f"{due.action}: {lifecycle.describe(due)} at {due.at:%Y-%m-%d %H:%M:%S} UTC",
             )
 
-    def _apply_deadline(self, due: Any) -> None:
+    def _apply_deadline(self, due: Deadline) -> None:
         lateness = (workflow.now() - due.at).total_seconds()
         self._commit(lifecycle.decide(self._state, Due(due), workflow.now()))
+        metrics.lateness(due.action, lateness)
         workflow.logger.info(
             "deadline acted",
             extra={"action": str(due.action), "due": due.at.isoformat(), "lateness_s": lateness},
@@ -264,7 +269,10 @@ class SupportCase:
         self._commit(lifecycle.decide(self._state, event, workflow.now()))
 
     def _commit(self, decision: lifecycle.Decision) -> None:
+        before = self._state.status
         self._state = decision.state
+        if self._state.status is not before:
+            metrics.transition(before, self._state.status)
         self._effects.extend(decision.effects)
         self._publish()
 
@@ -285,6 +293,7 @@ class SupportCase:
             excerpt=excerpt,
         )
         self._state = lifecycle.record_rejection(self._state, entry)
+        metrics.rejected(reason, name)
         workflow.logger.warning(
             "event rejected", extra={"event": name, "reason": reason, "detail": entry.message}
         )

@@ -707,6 +707,7 @@ def _notify(
         "institution": state.case.institution,
         "product": state.case.product,
         "release_id": state.release_id,
+        "owner_tier": state.owner_tier,
     }
     for name, value in facts.items():
         base[name] = value.at.isoformat() if isinstance(value, Deadline) else value
