@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 
 from starter.client import CaseRejected
@@ -160,3 +160,18 @@ async def test_ops_find_cases_by_search_attributes(env, case_worker, worker_sett
     described = await a.client.handle(a.number).describe()
     attrs = described.typed_search_attributes
     assert {p.key.name: p.value for p in attrs}["CaseOwnerTier"] == "1"
+
+
+async def test_a_case_started_with_bad_input_fails_with_the_reason(
+    env, case_worker, worker_settings, unique
+):
+    handle = await env.client.start_workflow(
+        "SupportCase",
+        {"case_number": "no spaces allowed", "institution": "Alma"},
+        id=unique("case-bad-input"),
+        task_queue=worker_settings.task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    message = str(failed.value.cause)
+    assert "invalid case input" in message and "case_number" in message and "product" in message

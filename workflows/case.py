@@ -73,7 +73,7 @@ class SupportCase:
         self._state: CaseState
         try:
             data = decode_object([start], "start input")
-            if isinstance(data, dict) and "carried" in data:
+            if "carried" in data:
                 carried = CarriedState.model_validate(data)
                 self._state = carried.carried
                 self._effects.extend(carried.effects)
@@ -189,6 +189,8 @@ class SupportCase:
 
     @workflow.signal(dynamic=True)
     def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        if self._start_error is not None:
+            return  # the run fails at once with the reason; there is no case to act on
         model = EVENTS.get(name)
         try:
             if model is None:
@@ -232,6 +234,8 @@ class SupportCase:
 
     def _validate(self, name: str, arg: RawValue) -> None:
         """Run the same ``decide`` the handler will; a rejection never reaches history."""
+        if self._start_error is not None:
+            raise ApplicationError(f"invalid case input: {self._start_error}", non_retryable=True)
         event = self._parse(name, arg)
         if lifecycle.is_duplicate(self._state, event.event_id):  # type: ignore[attr-defined]
             return
