@@ -265,14 +265,10 @@ class CaseRecord(BaseModel):
     seq: int
 
 
-class HistoryRecord(BaseModel):
+class HistoryRecord(HistoryEntry):
+    """A history entry as the store keeps it: one row per status change of a case."""
+
     case_number: str
-    seq: int
-    from_status: Status | None
-    to_status: Status
-    at: Instant
-    actor: Actor
-    note: str | None = None
 
 
 class MessageTemplate(StrEnum):

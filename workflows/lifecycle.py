@@ -190,6 +190,10 @@ def _rule(
     return Rule(frozenset(sources), frozenset(targets), frozenset(roles), **kw)
 
 
+def _timer(source: Status, target: Status, kind: DeadlineKind) -> Rule:
+    return _rule([source], [target], [R.SYSTEM], via=Via.DEADLINE, deadline=kind)
+
+
 RESOLVERS = (R.TIER1, R.TIER2, R.DEVELOPMENT, R.PRODUCT_MANAGER, R.KB_TEAM)
 OPENERS = frozenset({R.CUSTOMER, R.TIER1})
 
@@ -300,37 +304,11 @@ TABLE: tuple[Rule, ...] = (
     ),
     _rule([S.CLOSING], [S.CLOSED], [R.CUSTOMER], note="the customer confirms"),
     # Timer rows: only the workflow's own clock (role system) takes these.
-    _rule(
-        [S.PENDING_CUSTOMER_RESPONSE],
-        [S.CLOSING],
-        [R.SYSTEM],
-        via=Via.DEADLINE,
-        deadline=DeadlineKind.PCR_CLOSING,
-    ),
-    _rule(
-        [S.CLOSING], [S.CLOSED], [R.SYSTEM], via=Via.DEADLINE, deadline=DeadlineKind.CLOSING_CLOSED
-    ),
-    _rule(
-        [S.PENDING_WORK_PLAN],
-        [S.CLOSING],
-        [R.SYSTEM],
-        via=Via.DEADLINE,
-        deadline=DeadlineKind.WORK_PLAN_EXPIRY,
-    ),
-    _rule(
-        [S.PENDING_RELEASE],
-        [S.CLOSING],
-        [R.SYSTEM],
-        via=Via.DEADLINE,
-        deadline=DeadlineKind.RELEASE_CLOSING,
-    ),
-    _rule(
-        [S.PENDING_CUSTOMER_TESTING],
-        [S.CLOSED],
-        [R.SYSTEM],
-        via=Via.DEADLINE,
-        deadline=DeadlineKind.TESTING_CLOSED,
-    ),
+    _timer(S.PENDING_CUSTOMER_RESPONSE, S.CLOSING, DeadlineKind.PCR_CLOSING),
+    _timer(S.CLOSING, S.CLOSED, DeadlineKind.CLOSING_CLOSED),
+    _timer(S.PENDING_WORK_PLAN, S.CLOSING, DeadlineKind.WORK_PLAN_EXPIRY),
+    _timer(S.PENDING_RELEASE, S.CLOSING, DeadlineKind.RELEASE_CLOSING),
+    _timer(S.PENDING_CUSTOMER_TESTING, S.CLOSED, DeadlineKind.TESTING_CLOSED),
 )
 
 SYSTEM = Actor(role=R.SYSTEM, name="lifecycle")
