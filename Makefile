@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint format typecheck docs clean
+.PHONY: run test lint format typecheck docs screenshot bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,23 @@ format: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python -m workflows.diagram --write
+
+# The README's Web UI screenshots (docs/ui-*.png); needs the Debian package chromium.
+screenshot: $(STAMP)
+	$(BIN)/python docs/screenshot.py
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+# Engine benchmarks (bench/README.md): each bounded in count and time, loopback only; about
+# 30 to 40 minutes on the 2-CPU machine. Figures land in bench/results/*.json.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.coldstart
+	$(BIN)/python -m bench.lifecycle
+	$(BIN)/python -m bench.deadlines
+	$(BIN)/python -m bench.memory
+	$(BIN)/python -m bench.plot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

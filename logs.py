@@ -7,6 +7,7 @@ renderer, so one process writes one format.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 import structlog
@@ -19,6 +20,7 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        redact_secrets,
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
@@ -45,6 +47,23 @@ def configure(fmt: str = "console", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+# Fields whose values are secrets, whatever logs them; and a password inside any URL.
+SECRET_FIELDS = re.compile(r"api_?key|password|passwd|secret|token|private_key|authorization", re.I)
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.I)
+
+
+def redact_secrets(
+    logger: object, name: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """Mask secrets in every line: an API key, a password, the password of a database URL."""
+    for key, value in event.items():
+        if isinstance(key, str) and SECRET_FIELDS.search(key) and value:
+            event[key] = "***"
+        elif isinstance(value, str) and "@" in value:
+            event[key] = URL_PASSWORD.sub(r"\1***@", value)
+    return event
 
 
 def _identity(

@@ -16,17 +16,28 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
+
+STARTED = time.monotonic()
+if __name__ == "__main__":
+    # A cold start is mostly the imports below: spawn the embedded server first, so that it
+    # boots meanwhile (``main`` adopts it; any problem is met again there and said in one line).
+    from starter.devserver import spawn_early
+
+    EARLY_SERVER = spawn_early()
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import logs
 from activities import CaseActivities, CaseStore, upgrade
+from activities.db import ACTIVITY_SLOTS, async_url, is_sqlite
+from activities.logcontext import ActivityLogContext
 from activities.releases import ReleaseActivities
 from settings import Settings, get_settings
 from starter.connection import (
@@ -34,14 +45,20 @@ from starter.connection import (
     TemporalUnavailable,
     address_configured,
     connect,
+    connect_config,
     ensure_search_attributes,
     load_profile,
+    redacted,
 )
 from starter.devserver import DevServer, DevServerConfig, DevServerError
+from starter.telemetry import install_metrics
 from workflows.case import SupportCase
-from workflows.release import Release
+from workflows.release import Release, ReleaseTrain
 
 log = structlog.get_logger()
+
+# Activities in flight on a SQLite case store (see build_worker).
+SQLITE_ACTIVITY_SLOTS = 4
 
 # How long a draining worker lets running activities finish before cancelling them.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
@@ -69,16 +86,30 @@ def build_worker(
     **options: object,
 ) -> Worker:
     case_activities = CaseActivities(store, settings)
-    release_activities = ReleaseActivities(client)
+    # Signals in flight during a release fan-out (``activities.releases.CONCURRENCY``).
+    fan_out = options.pop("fan_out_concurrency", None)
+    # The fan-out's checkpoint reaches the server within a second (the SDK's default is 80% of
+    # the heartbeat timeout), so a crashed fan-out re-sends at most a second's worth of signals.
+    options.setdefault("max_heartbeat_throttle_interval", timedelta(seconds=1))
+    # One case-store connection per activity slot (activities.db): no activity waits for the pool.
+    # SQLite takes one writer at a time: more writers in flight only queue on its lock, which a
+    # busy worker then holds across event-loop turns until "database is locked" (bench/README.md).
+    options.setdefault(
+        "max_concurrent_activities",
+        SQLITE_ACTIVITY_SLOTS if is_sqlite(async_url(settings.database_url)) else ACTIVITY_SLOTS,
+    )
+    release_activities = ReleaseActivities(
+        client, concurrency=int(fan_out) if isinstance(fan_out, int) else None
+    )
+    # Every log line of an activity carries its case number and workflow id.
+    extra = cast("Sequence[Interceptor]", options.pop("interceptors", ()))
+    interceptors: list[Interceptor] = [ActivityLogContext(), *extra]
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SupportCase, Release],
-        activities=[
-            *case_activities.activities(),
-            release_activities.register_with_release,
-            release_activities.fan_out_release,
-        ],
+        interceptors=interceptors,
+        workflows=[SupportCase, Release, ReleaseTrain],
+        activities=[*case_activities.activities(), *release_activities.activities()],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
         ),
@@ -121,24 +152,32 @@ async def run_worker(
         await store.dispose()
 
 
-async def main() -> int:
-    started = time.monotonic()
+async def main(early: DevServer | None = None) -> int:
     settings = get_settings()
     logs.configure(settings.log_format, settings.log_level)
+    # Before any client exists: every client of this process reports to the endpoint.
+    if install_metrics(settings.metrics_port) is not None:
+        log.info("metrics", prometheus=f"http://0.0.0.0:{settings.metrics_port}/metrics")
     stop = asyncio.Event()
     _on_stop_signals(stop, asyncio.current_task())
     try:
         async with AsyncExitStack() as cleanup:
             if address_configured():
+                # What it connects to, never a secret (the API key masked, TLS files as flags).
+                log.info("connecting to temporal", **redacted(connect_config()))
                 client = await connect()
                 added = await ensure_search_attributes(client)
                 if added:
                     log.info("search attributes registered", added=added)
                 await run_worker(client, settings, stop)
                 return 0
-            config = DevServerConfig.from_settings(settings, load_profile().namespace or "default")
-            server = DevServer(config)
-            server.spawn()
+            if early is not None:
+                server = early
+            else:
+                namespace = load_profile().namespace or "default"
+                server = DevServer(DevServerConfig.from_settings(settings, namespace))
+                server.spawn()
+            config = server.config
             cleanup.push_async_callback(_stop_server, server)
             # The schema upgrade runs while the server boots: half the cold start.
             waiting = asyncio.gather(server.wait_ready(), upgrade(settings.database_url))
@@ -158,7 +197,7 @@ async def main() -> int:
                 http_api=config.http_url,
                 data=str(config.db_file),
                 ready_s=round(server.ready_after or 0, 2),
-                since_start_s=round(time.monotonic() - started, 2),
+                since_start_s=round(time.monotonic() - STARTED, 2),
             )
             await run_worker(client, settings, stop, schema_ready=True)
             return 0
@@ -192,7 +231,7 @@ def _on_stop_signals(stop: asyncio.Event, task: asyncio.Task[object] | None) -> 
 
 def run() -> None:
     try:
-        code = asyncio.run(main())
+        code = asyncio.run(main(globals().get("EARLY_SERVER")))
     except (KeyboardInterrupt, asyncio.CancelledError):
         code = 130
     except BaseException:

@@ -20,6 +20,14 @@ _ASYNC_DRIVERS = {
     "postgres": "postgresql+asyncpg",  # the scheme Heroku-style providers hand out
 }
 
+# PostgreSQL pool of one worker process: every activity slot of the worker can hold a connection
+# (the worker's max_concurrent_activities is POOL_SIZE + POOL_OVERFLOW, see worker.build_worker),
+# so an activity never waits for one; N worker processes use at most N x 20 connections (3 x 20
+# fits PostgreSQL's default max_connections of 100 with room for the CLI and migrations).
+POOL_SIZE = 10
+POOL_OVERFLOW = 10
+ACTIVITY_SLOTS = POOL_SIZE + POOL_OVERFLOW
+
 # How long a SQLite writer waits for another writer's lock before failing (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -52,7 +60,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> AsyncEngine:
     elif parsed.get_backend_name() == "postgresql":
         # Sized for the worker's concurrent activities; pre-ping survives server restarts and
         # idle connections dropped by proxies between long quiet stretches.
-        options.update(pool_size=10, max_overflow=10, pool_pre_ping=True, pool_recycle=1800)
+        options.update(
+            pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True, pool_recycle=1800
+        )
 
     if is_sqlite(parsed):
         path = _sqlite_file(parsed)

@@ -14,6 +14,7 @@ from typing import Literal
 import structlog
 from temporalio import activity
 
+from activities.heartbeat import heartbeating
 from activities.mailer import Mailer, message_id
 from activities.store import CaseStore, OutboxMessage
 from activities.templates import render
@@ -21,6 +22,17 @@ from settings import Settings
 from workflows.contract import Notify
 
 NotifyResult = Literal["sent", "already_sent", "kept"]
+
+NOTIFICATIONS = "case_notifications"
+
+
+def _count(result: str, template: str) -> None:
+    """``case_notifications{result,template}`` on the worker's Prometheus endpoint."""
+    if not activity.in_activity():  # called directly (tests, scripts): no meter
+        return
+    activity.metric_meter().create_counter(
+        NOTIFICATIONS, "Notifications by outcome: sent, kept, already_sent, failed"
+    ).add(1, {"result": result, "template": template})
 
 
 class NotifyActivities:
@@ -32,6 +44,17 @@ class NotifyActivities:
 
     @activity.defn(name="notify")
     async def notify(self, request: Notify) -> NotifyResult:
+        template = str(request.template)
+        try:
+            async with heartbeating():
+                result = await self._notify(request)
+        except Exception:
+            _count("failed", template)
+            raise
+        _count(result, template)
+        return result
+
+    async def _notify(self, request: Notify) -> NotifyResult:
         log = structlog.get_logger().bind(
             case_number=request.case_number,
             key=request.key,

@@ -34,6 +34,13 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=0,  # unlimited
 )
 
+# A worker killed mid-activity is noticed by the missed heartbeat, not by the start-to-close
+# timeout: without it a crashed worker's email (and, the effects of a case running one at a
+# time, everything the case does after it) waited the full two minutes before a retry.
+# ``activities.heartbeat.heartbeating`` beats every HEARTBEAT_EVERY while an attempt runs.
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+HEARTBEAT_EVERY = timedelta(seconds=2)
+
 REGISTER = "register_with_release"
 REGISTER_TIMEOUT = timedelta(seconds=30)
 REGISTER_RETRY = PERSIST_RETRY  # a call to the Temporal server: short blips, retried for good
@@ -44,11 +51,12 @@ class EffectOptions:
     activity: str
     start_to_close: timedelta
     retry: RetryPolicy
+    heartbeat: timedelta | None = None  # the activity heartbeats (``heartbeating``)
 
 
 # The workflow runs each kind of effect with these.
 EFFECT_OPTIONS = {
-    "persist": EffectOptions(PERSIST, PERSIST_TIMEOUT, PERSIST_RETRY),
-    "notify": EffectOptions(NOTIFY, NOTIFY_TIMEOUT, NOTIFY_RETRY),
+    "persist": EffectOptions(PERSIST, PERSIST_TIMEOUT, PERSIST_RETRY, HEARTBEAT_TIMEOUT),
+    "notify": EffectOptions(NOTIFY, NOTIFY_TIMEOUT, NOTIFY_RETRY, HEARTBEAT_TIMEOUT),
     "register": EffectOptions(REGISTER, REGISTER_TIMEOUT, REGISTER_RETRY),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import structlog
 from temporalio import activity
 
+from activities.heartbeat import heartbeating
 from activities.store import CaseStore
 from workflows.contract import Persist
 
@@ -16,7 +17,8 @@ class PersistActivities:
     @activity.defn(name="persist")
     async def persist(self, request: Persist) -> None:
         # Safe to retry as often as Temporal likes: the store upserts by the workflow's seq.
-        await self.store.save_case(request)
+        async with heartbeating():
+            await self.store.save_case(request)
         structlog.get_logger().debug(
             "persist.saved",
             case_number=request.case.case_number,

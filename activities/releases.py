@@ -1,12 +1,21 @@
-"""Release activities: a case registers with its release; a shipped release tells its cases."""
+"""Release activities: a case registers with its release; a release train opens a release; a
+shipped release tells its cases.
+
+The fan-out keeps a sliding window of signals in flight (no barrier per chunk) and heartbeats
+the index below which every case has been told; a retried attempt (the worker crashed, or it
+stopped heartbeating) resumes there. The signals in flight above that index at the crash are
+sent again: the case ignores a second ``release_shipped`` of its release, so the effect is once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
@@ -17,21 +26,28 @@ from workflows.contract import (
     RegisterCase,
     ReleaseInput,
     ReleaseShipped,
+    Reschedule,
     case_workflow_id,
     release_workflow_id,
 )
 
 log = structlog.get_logger()
 
-# Signals in flight at once during a fan-out: enough to keep the server busy on two cores.
+# Signals in flight at once during a fan-out: enough to keep a server busy. Tests and the bench
+# change it (``ReleaseActivities(client, concurrency=...)``).
 CONCURRENCY = 64
-# Heartbeat (the checkpoint a retried attempt resumes from) after this many cases.
-CHECKPOINT = 100
+# Heartbeat (the checkpoint a retried attempt resumes from) this often; the SDK passes them on
+# to the server at its own pace (``max_heartbeat_throttle_interval``), well inside the timeout.
+HEARTBEAT_EVERY = 0.5  # seconds
 
 
 class ReleaseActivities:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, concurrency: int | None = None) -> None:
         self._client = client
+        self._concurrency = concurrency
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.register_with_release, self.open_release, self.fan_out_release]
 
     @activity.defn(name="register_with_release")
     async def register_with_release(self, effect: Register) -> None:
@@ -43,39 +59,92 @@ class ReleaseActivities:
             task_queue=activity.info().task_queue,
             start_signal="register_case",
             start_signal_args=[RegisterCase(case_number=effect.case_number)],
+            static_summary=f"Release {effect.release_id}",
+        )
+
+    @activity.defn(name="open_release")
+    async def open_release(self, release: ReleaseInput) -> None:
+        """Create the release scheduled for ``ships_at``, or schedule the one cases created."""
+        assert release.ships_at is not None
+        await self._client.start_workflow(
+            RELEASE_WORKFLOW,
+            release,
+            id=release_workflow_id(release.release_id),
+            task_queue=activity.info().task_queue,
+            start_signal="reschedule",
+            start_signal_args=[Reschedule(ships_at=release.ships_at)],
+            static_summary=f"Release {release.release_id}",
         )
 
     @activity.defn(name="fan_out_release")
     async def fan_out_release(self, batch: FanOut) -> FanOutResult:
         details = activity.info().heartbeat_details
-        done, skipped = (int(details[0]), int(details[1])) if details else (0, 0)
-        event = ReleaseShipped(release_id=batch.release_id, shipped_at=batch.shipped_at)
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def tell(case_number: str) -> bool:
-            async with gate:
-                handle: WorkflowHandle = self._client.get_workflow_handle(
-                    case_workflow_id(case_number)
-                )
-                try:
-                    await handle.signal("release_shipped", event)
-                    return True
-                except RPCError as err:
-                    if err.status is RPCStatusCode.NOT_FOUND:  # closed or gone: it moved on
-                        return False
-                    raise
-
+        start, skipped_before = (int(details[0]), int(details[1])) if details else (0, 0)
         cases = batch.case_numbers
-        while done < len(cases):
-            chunk = cases[done : done + CHECKPOINT]
-            results = await asyncio.gather(*(tell(c) for c in chunk))
-            done += len(chunk)
-            skipped += results.count(False)
-            activity.heartbeat(done, skipped)
+        event = ReleaseShipped(release_id=batch.release_id, shipped_at=batch.shipped_at)
+        progress = _Progress(len(cases), start, skipped_before)
+        window = asyncio.Semaphore(self._concurrency or CONCURRENCY)
+
+        async def tell(index: int) -> None:
+            try:
+                told = await self._tell(cases[index], event)
+            finally:
+                window.release()
+            progress.mark(index, told)
+
+        async def heartbeats() -> None:
+            # On a clock, not on progress: a stalled signal must not look like a dead worker.
+            while True:
+                progress.beat()
+                await asyncio.sleep(HEARTBEAT_EVERY)
+
+        ticker = asyncio.create_task(heartbeats())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index in range(start, len(cases)):
+                    await window.acquire()
+                    group.create_task(tell(index))
+        except* RPCError as failed:
+            # The first server error, as it is; the retry resumes from the last heartbeat.
+            raise failed.exceptions[0] from None
+        finally:
+            ticker.cancel()
+        progress.beat()
         log.info(
             "release fan-out batch done",
             release_id=batch.release_id,
             cases=len(cases),
-            skipped=skipped,
+            resumed_at=start,
+            skipped=progress.skipped,
+            attempt=activity.info().attempt,
         )
-        return FanOutResult(signalled=len(cases) - skipped, skipped=skipped)
+        return FanOutResult(signalled=len(cases) - progress.skipped, skipped=progress.skipped)
+
+    async def _tell(self, case_number: str, event: ReleaseShipped) -> bool:
+        """Signal one case; False if it is closed or gone (it moved on: nothing to tell)."""
+        handle = self._client.get_workflow_handle(case_workflow_id(case_number))
+        try:
+            await handle.signal("release_shipped", event)
+            return True
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+
+
+class _Progress:
+    """Which cases of the batch are done; heartbeats the contiguous prefix that is."""
+
+    def __init__(self, size: int, start: int, skipped: int) -> None:
+        self.outcome: list[bool | None] = [None] * size
+        self.done = start  # every case below this index has been told (or skipped)
+        self.skipped = skipped  # skipped below ``done``
+
+    def mark(self, index: int, told: bool) -> None:
+        self.outcome[index] = told
+        while self.done < len(self.outcome) and (outcome := self.outcome[self.done]) is not None:
+            self.skipped += not outcome
+            self.done += 1
+
+    def beat(self) -> None:
+        activity.heartbeat(self.done, self.skipped)

@@ -26,7 +26,7 @@ from temporalio.client import Client
 from settings import Settings
 from starter import release_cli
 from starter.client import CaseClient, CaseRow, case_query
-from starter.connection import address_configured, connect
+from starter.connection import TemporalUnavailable, address_configured, connect
 from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
 from workflows import lifecycle
 from workflows.contract import (
@@ -216,7 +216,10 @@ def _policy(items: list[str] | None, demo: bool) -> DeadlinePolicy | None:
 
 def _ui_link(path: str) -> str | None:
     """A Web UI link, when the UI is the embedded server's (no address configured)."""
-    if address_configured():
+    try:
+        if address_configured():
+            return None
+    except TemporalUnavailable:
         return None
     return f"http://localhost:{_settings().ui_port}/namespaces/default/{path}"
 
@@ -482,6 +485,8 @@ def render_snapshot(snap: Snapshot) -> None:
         "next deadline",
         f"{when(due.at)} ({ago(due.at)}): {lifecycle.describe(due)}"
         if due
+        else "none: the case is closed"
+        if snap.status == Status.CLOSED
         else "none: waiting for people",
     )
     facts.add_row("product", snap.product)

@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig, ClientConfigProfile
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from workflows import search
 
@@ -44,7 +44,11 @@ class SearchAttributeProblem(RuntimeError):
 
 def load_profile() -> ClientConfigProfile:
     """The environment's profile as written: paths, not the files' contents."""
-    return ClientConfigProfile.load()
+    try:
+        return ClientConfigProfile.load()
+    except Exception as err:  # a malformed TOML file, an unknown TEMPORAL_PROFILE
+        detail = " ".join(str(err).split())  # a TOML error comes with a drawing; one line
+        raise TemporalUnavailable(f"cannot read the Temporal configuration: {detail}") from None
 
 
 def connect_config(**overrides: Any) -> dict[str, Any]:
@@ -53,8 +57,34 @@ def connect_config(**overrides: Any) -> dict[str, Any]:
         config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     except OSError as err:
         raise TemporalUnavailable(_tls_file_problem(err)) from None
+    except Exception as err:  # the SDK's ConfigError: an unknown profile, a malformed file
+        detail = " ".join(str(err).split())
+        raise TemporalUnavailable(f"cannot read the Temporal configuration: {detail}") from None
     config.update(overrides)
     return config
+
+
+def redacted(config: dict[str, Any]) -> dict[str, Any]:
+    """The connect arguments as they may be logged: the API key masked, TLS files as flags."""
+    out: dict[str, Any] = {
+        "target_host": config.get("target_host", DEFAULT_ADDRESS),
+        "namespace": config.get("namespace", "default"),
+    }
+    if config.get("api_key"):
+        out["api_key"] = "***"
+    tls = config.get("tls")
+    if isinstance(tls, TLSConfig):
+        out["tls"] = {
+            "server_name": tls.domain,
+            "server_ca_cert": tls.server_root_ca_cert is not None,
+            "client_cert": tls.client_cert is not None,
+            "client_key": tls.client_private_key is not None,
+        }
+    elif tls is not None:
+        out["tls"] = bool(tls)
+    if config.get("rpc_metadata"):
+        out["rpc_metadata"] = sorted(config["rpc_metadata"])  # header names only
+    return out
 
 
 def address_configured() -> bool:

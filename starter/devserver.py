@@ -122,12 +122,16 @@ class DevServerConfig:
 class DevServer:
     def __init__(self, config: DevServerConfig, cli: str | None = None) -> None:
         self.config = config
-        self.cli = cli or temporal_cli()
+        try:
+            self.cli = cli or temporal_cli()
+        except RuntimeError as err:
+            raise DevServerError(str(err)) from None
         self.process: subprocess.Popen[bytes] | None = None
         self.client: Client | None = None
         self.ready_after: float | None = None  # seconds from spawn to ready
         self._log: IO[bytes] | None = None
         self._spawned_at = 0.0
+        self._stopped = False
 
     # ---- start ----------------------------------------------------------------------------------
 
@@ -237,6 +241,9 @@ class DevServer:
         process = self.process
         if process is None:
             return None
+        if self._stopped:
+            return process.returncode
+        self._stopped = True
         if process.poll() is None:
             self._signal(signal.SIGTERM)
             try:
@@ -269,6 +276,26 @@ class DevServer:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def spawn_early() -> DevServer | None:
+    """The embedded server, spawned now, if no Temporal address is configured; else ``None``.
+
+    ``python worker.py`` calls this before its heavy imports. It never raises: whatever goes
+    wrong (a port in use, say) the worker's ``main`` meets again and reports in one line.
+    """
+    try:
+        from settings import get_settings
+        from starter.connection import address_configured, load_profile
+
+        if address_configured():
+            return None
+        namespace = load_profile().namespace or "default"
+        server = DevServer(DevServerConfig.from_settings(get_settings(), namespace))
+        server.spawn()
+        return server
+    except Exception:
+        return None
 
 
 def _in_use(host: str, port: int) -> bool:

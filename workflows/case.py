@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import timedelta
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -37,7 +37,7 @@ from workflows.contract import (
     TierHandoff,
     TransitionRequest,
 )
-from workflows.lifecycle import CaseState, Due, Rejection
+from workflows.lifecycle import CarriedState, CaseState, Due, Rejection
 from workflows.payloads import Malformed, decode_object, excerpt, explain
 
 # Continue-as-new well before Temporal's own limits; a quiet case never gets near this.
@@ -53,13 +53,6 @@ EVENTS: dict[str, type[BaseModel]] = {
 }
 
 
-class CarriedState(BaseModel):
-    """The input of a continued run: the state and the effects not yet done, not the history."""
-
-    carried: CaseState
-    effects: list[Effect] = Field(default_factory=list)
-
-
 @workflow.defn(name=CASE_WORKFLOW)
 class SupportCase:
     @workflow.init
@@ -70,6 +63,9 @@ class SupportCase:
         self._search: dict[str, object] = {}
         self._start_error: str | None = None
         self._opened_now = False  # this run opened the case (not a continued run)
+        # Search attributes and details are published once per activation, not once per event:
+        # a flood of a thousand signals in one activation must stay one cheap workflow task.
+        self._changed = True
         self._state: CaseState
         try:
             data = decode_object([start], "start input")
@@ -95,10 +91,10 @@ class SupportCase:
             )
         if self._opened_now:
             metrics.transition(None, self._state.status)
-        self._publish()
         pump = asyncio.create_task(self._run_effects())
         while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
             await self._sleep_until_next_deadline()
+        self._publish_if_changed()
         if self._state.status is Status.CLOSED:
             await workflow.wait_condition(lambda: not self._effects and not self._effect_running)
             pump.cancel()
@@ -109,6 +105,7 @@ class SupportCase:
     # ---- the clock ----------------------------------------------------------------------------
 
     async def _sleep_until_next_deadline(self) -> None:
+        self._publish_if_changed()
         due = lifecycle.next_deadline(self._state)
         if due is not None:
             left = due.at - workflow.now()
@@ -119,7 +116,7 @@ class SupportCase:
         # A timeout is the deadline's turn; it is re-checked against the clock on the next pass.
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: self._state.seq != seq or self._should_continue_as_new(),
+                lambda: self._state.seq != seq or self._changed or self._should_continue_as_new(),
                 timeout=None if due is None else left,
                 timeout_summary=None
                 if due is None
@@ -181,6 +178,7 @@ class SupportCase:
             options.activity,
             effect,
             start_to_close_timeout=options.start_to_close,
+            heartbeat_timeout=options.heartbeat,
             retry_policy=options.retry,
             summary=summary,
         )
@@ -278,7 +276,7 @@ class SupportCase:
         if self._state.status is not before:
             metrics.transition(before, self._state.status)
         self._effects.extend(decision.effects)
-        self._publish()
+        self._changed = True
 
     def _reject(
         self,
@@ -298,15 +296,18 @@ class SupportCase:
         )
         self._state = lifecycle.record_rejection(self._state, entry)
         metrics.rejected(reason, name)
+        self._changed = True
         workflow.logger.warning(
             "event rejected", extra={"event": name, "reason": reason, "detail": entry.message}
         )
-        self._publish()
 
     # ---- what ops see -------------------------------------------------------------------------
 
-    def _publish(self) -> None:
+    def _publish_if_changed(self) -> None:
         """Keep search attributes and the UI's current details in step with the state."""
+        if not self._changed:
+            return
+        self._changed = False
         due = lifecycle.next_deadline(self._state)
         values = search.case_values(lifecycle.case_record(self._state), due.at if due else None)
         changed = search.updates(values, self._search)

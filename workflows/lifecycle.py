@@ -102,6 +102,17 @@ class CaseState(BaseModel):
     seen_event_ids: list[str] = Field(default_factory=list)
 
 
+class CarriedState(BaseModel):
+    """The input of a continued run: the state and the effects not yet done, not the history.
+
+    Defined here, in a module the worker's sandbox passes through, rather than beside the
+    workflow: a pydantic model class built anew in every workflow run's sandbox was most of the
+    cost of starting (or replaying) a case and of each cached case's memory."""
+
+    carried: CaseState
+    effects: list[Effect] = Field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Due:
     """A deadline that fell due: the shell's timer, fed back as an event."""
@@ -774,7 +785,7 @@ def details_markdown(state: CaseState) -> str:
             f"- rejected events: {len(state.rejected)} "
             f"(last: {last.reason}: {_excerpt(last.message, 120)})"
         )
-    lines += ["", "**Last events**", *[f"- {line}" for line in reversed(state.recent[-5:])]]
+    lines += ["", "**Last events**", "", *[f"- {line}" for line in reversed(state.recent[-5:])]]
     return "\n".join(lines)
 
 

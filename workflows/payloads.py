@@ -33,9 +33,33 @@ def decode_object(args: Sequence[RawValue], what: str) -> dict[str, Any]:
         data = json.loads(payload.data)
     except ValueError:
         raise Malformed(f"{what} payload is not valid JSON") from None
+    except RecursionError:
+        # "[[[[...]]]]" within the size limit: uncaught, it failed every workflow task of the
+        # case (a signal) for good.
+        raise Malformed(f"{what} payload nests too deeply") from None
     if not isinstance(data, dict):
         raise Malformed(f"{what} payload must be a JSON object, not {type(data).__name__}")
+    # JSON writes NUL only as an escape. PostgreSQL's text cannot hold it: a comment with one
+    # was accepted, then its email and history rows failed to store on every retry, for good,
+    # and every effect of the case after them waited behind.
+    if b"\\u0000" in payload.data and _has_nul(data):
+        raise Malformed(f"{what} payload contains a NUL character (\\u0000)")
     return data
+
+
+def _has_nul(data: Any) -> bool:
+    pending = [data]  # a loop, not recursion: the JSON may nest as deep as json.loads allows
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value)
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
 
 
 def explain(err: Exception) -> str:

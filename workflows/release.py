@@ -1,20 +1,42 @@
-"""``Release``: the registry and clock of one release.
+"""``Release``: the registry and clock of one release; ``ReleaseTrain``: what a Schedule starts.
 
-Cases register on entering Pending Release; the workflow sleeps until ``ships_at`` (or a
-``ship_now``), then tells every registered case through a batching activity, so its own history
-grows by one activity per thousand cases, not one signal per case. It stays open after shipping:
-a case that registers late is answered by the next batch, at once.
+``Release`` (id ``release-<release_id>``). Cases register on entering Pending Release (their
+``register_with_release`` activity does signal-with-start, so the first case creates the
+workflow). It sleeps until ``ships_at`` (moved by ``reschedule``, a signal or an update) or a
+``ship_now``, then tells every registered case through the ``fan_out_release`` activity, a
+thousand cases per activity: its own history grows by a handful of events per thousand cases,
+never one signal command per case, and it continues as new before the history gets long (the
+registrations arrive as signals, which are events too). It stays open after shipping, so a case
+that registers late, even while the fan-out runs, joins the queue and is told at once.
+
+Exactly once in effect: the fan-out may deliver a signal twice (an activity retried from its
+last heartbeat); the case ignores a second ``release_shipped`` of its release.
+
+``ReleaseTrain`` is what a Temporal Schedule starts (``starter/schedules.py``). A schedule can
+only start a workflow whose id is a fixed prefix plus the scheduled time, but cases must know
+the id of their release ahead (``2026.12``) and a release may already exist because cases
+registered with it. So the schedule starts a short ``ReleaseTrain`` run; it names the release
+after its ship instant (``strftime(release_format)`` of scheduled time + ``ships_after``) and
+opens ``release-<release_id>`` through the ``open_release`` activity (signal-with-start of
+``reschedule``): it creates the release, or schedules the one cases created already.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ApplicationError
 
+from workflows.calendar import SpanField
 from workflows.contract import (
+    MAX_EVENT_BYTES,
     RELEASE_WORKFLOW,
     FanOut,
     FanOutResult,
@@ -23,107 +45,215 @@ from workflows.contract import (
     ReleaseInput,
     ReleaseStatus,
     Reschedule,
+    Wire,
+    release_workflow_id,
 )
-from workflows.payloads import decode_object
+from workflows.payloads import Malformed, decode_object, explain
 
+RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
+
+# Cases told per fan-out activity: its input (the case numbers) stays a few tens of kilobytes.
 BATCH = 1_000
+# Continue as new past this many events (each registration is one), well before Temporal's
+# own limits; the carried state holds only the cases not told yet.
 HISTORY_BOUND = 5_000
+# A fan-out attempt that stops heartbeating for this long is retried (from its checkpoint).
+FAN_OUT_HEARTBEAT = timedelta(seconds=10)
+FAN_OUT_TIMEOUT = timedelta(minutes=30)
+FAN_OUT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=0,  # the server is the only thing it needs; retried until it answers
+)
+OPEN_RELEASE_TIMEOUT = timedelta(seconds=30)
+
+# Set by the server on every workflow a Schedule starts: the instant the action was due.
+SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
+
+_RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ReleaseState(BaseModel):
+    """What a run carries to the next: counters and the cases not told yet, not the history."""
+
     release_id: str
     ships_at: Instant | None = None
     shipped_at: Instant | None = None
-    registered: list[str] = Field(default_factory=list)
-    notified: int = 0  # registered[:notified] have been told
-    skipped: int = 0
+    pending: list[str] = Field(default_factory=list)  # registered, not told yet, in order
+    registered: int = 0
+    notified: int = 0
+    skipped: int = 0  # told, but closed or gone (nothing to tell)
+    history_bound: int = HISTORY_BOUND  # a tuning knob, carried (tests set it low)
+
+
+class Carried(BaseModel):
+    carried: ReleaseState
 
 
 @workflow.defn(name=RELEASE_WORKFLOW)
 class Release:
     @workflow.init
     def __init__(self, start: RawValue) -> None:
-        data = decode_object([start], "release input")
-        if "carried" in data:
-            self._state = ReleaseState.model_validate(data["carried"])
-        else:
-            release = ReleaseInput.model_validate(data)
-            self._state = ReleaseState(release_id=release.release_id, ships_at=release.ships_at)
-        self._known = set(self._state.registered)
-        self._ship_requested = False
+        self._start_error: str | None = None
+        self._state = ReleaseState(release_id="?")
+        try:
+            data = _decode_start(start)
+            if "carried" in data:
+                self._state = Carried.model_validate(data).carried
+            else:
+                release = ReleaseInput.model_validate(data)
+                self._state = ReleaseState(release_id=release.release_id, ships_at=release.ships_at)
+                expected = release_workflow_id(release.release_id)
+                if workflow.info().workflow_id != expected:
+                    self._start_error = (
+                        f"release {release.release_id} must run as workflow {expected}, "
+                        f"not {workflow.info().workflow_id}"
+                    )
+        except (Malformed, ValidationError) as err:
+            self._start_error = explain(err)
+        # Not yet told; a case registering again before it is told is not queued twice.
+        self._waiting = set(self._state.pending)
 
     @workflow.run
     async def run(self, start: RawValue) -> ReleaseStatus:
-        while self._state.shipped_at is None:
+        if self._start_error is not None:
+            raise ApplicationError(
+                f"invalid release input: {self._start_error}",
+                type="InvalidReleaseInput",
+                non_retryable=True,
+            )
+        self._publish()
+        while not self._ship_if_due():
+            if self._too_long():
+                await self._continue_as_new()
             await self._wait_for_ship_time()
         while True:
-            await workflow.wait_condition(
-                lambda: self._state.notified < len(self._state.registered) or self._too_long()
-            )
+            await workflow.wait_condition(lambda: bool(self._state.pending) or self._too_long())
             if self._too_long():
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new({"carried": self._state.model_dump(mode="json")})
+                await self._continue_as_new()
             await self._fan_out_next_batch()
 
-    async def _wait_for_ship_time(self) -> None:
-        ships_at = self._state.ships_at
-        left = None if ships_at is None else ships_at - workflow.now()
-        if left is not None and left <= timedelta(0):
-            self._ship(ships_at)
-            return
-        try:
-            await workflow.wait_condition(
-                lambda: self._ship_requested or self._state.ships_at != ships_at,
-                timeout=left,
-                timeout_summary=f"release {self._state.release_id} ships",
-            )
-        except TimeoutError:
-            return  # re-checked against the clock on the next pass
-        if self._ship_requested:
-            self._ship(workflow.now())
+    # ---- the clock ----------------------------------------------------------------------------
 
-    def _ship(self, at: datetime | None) -> None:
-        self._state.shipped_at = at or workflow.now()
-        workflow.logger.info("release shipped", extra={"release_id": self._state.release_id})
+    async def _wait_for_ship_time(self) -> None:
+        s = self._state
+        ships_at = s.ships_at
+        # A timeout is the instant coming: shipped on the next pass, against the clock.
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: s.shipped_at is not None or s.ships_at != ships_at or self._too_long(),
+                timeout=None if ships_at is None else ships_at - workflow.now(),
+                timeout_summary=f"release {s.release_id} ships",
+            )
+
+    def _ship_if_due(self) -> bool:
+        """Ship if the instant has come; True once shipped."""
+        s = self._state
+        if s.shipped_at is None and s.ships_at is not None and s.ships_at <= workflow.now():
+            # The scheduled instant, even when acted on late (a worker was down): the
+            # cases' 14 days count from when the release shipped, not from when we woke.
+            self._ship(s.ships_at, "scheduled")
+        return s.shipped_at is not None
+
+    def _ship(self, at: datetime, how: str) -> None:
+        self._state.shipped_at = at
+        workflow.logger.info(
+            "release shipped",
+            extra={"release_id": self._state.release_id, "shipped_at": at.isoformat(), "how": how},
+        )
+        self._publish()
+
+    # ---- the fan-out --------------------------------------------------------------------------
 
     async def _fan_out_next_batch(self) -> None:
         s = self._state
         assert s.shipped_at is not None
-        batch = s.registered[s.notified : s.notified + BATCH]
+        batch = s.pending[:BATCH]
         result = await workflow.execute_activity(
             "fan_out_release",
             FanOut(release_id=s.release_id, shipped_at=s.shipped_at, case_numbers=batch),
             result_type=FanOutResult,
-            start_to_close_timeout=timedelta(minutes=30),
-            heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+            start_to_close_timeout=FAN_OUT_TIMEOUT,
+            heartbeat_timeout=FAN_OUT_HEARTBEAT,
+            retry_policy=FAN_OUT_RETRY,
             summary=f"tell {len(batch)} cases that {s.release_id} shipped",
         )
+        # Registrations that arrived meanwhile were appended behind the batch.
+        s.pending = s.pending[len(batch) :]
+        self._waiting.difference_update(batch)
         s.notified += len(batch)
         s.skipped += result.skipped
+        self._publish()
+
+    # ---- continue-as-new ----------------------------------------------------------------------
 
     def _too_long(self) -> bool:
         info = workflow.info()
         return (
-            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > self._state.history_bound
         )
+
+    async def _continue_as_new(self) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(Carried(carried=self._state).model_dump(mode="json"))
+
+    # ---- handlers -----------------------------------------------------------------------------
 
     @workflow.signal
     def ship_now(self) -> None:
-        self._ship_requested = True
+        # Shipped here, not by the run loop, so that a continue-as-new cannot come in between.
+        if self._state.shipped_at is None:
+            self._ship(workflow.now(), "ship_now")
 
     @workflow.signal
     def register_case(self, request: RegisterCase) -> None:
-        if request.case_number not in self._known:
-            self._known.add(request.case_number)
-            self._state.registered.append(request.case_number)
+        case_number = request.case_number
+        if case_number in self._waiting:
+            return  # registered already and not told yet: told once
+        # After shipping, a case that was told already is queued again: it left the release and
+        # came back (the case ignores a second release_shipped of the release it knows shipped).
+        self._waiting.add(case_number)
+        self._state.pending.append(case_number)
+        self._state.registered += 1
+        self._publish()
 
     @workflow.signal(name="reschedule")
-    def reschedule(self, request: Reschedule) -> None:
+    def reschedule_signal(self, request: Reschedule) -> None:
         if self._state.shipped_at is not None:
-            workflow.logger.warning("reschedule ignored: the release has shipped")
+            workflow.logger.warning(
+                "reschedule ignored: the release has shipped",
+                extra={"release_id": self._state.release_id},
+            )
             return
-        self._state.ships_at = request.ships_at
+        self._reschedule(request.ships_at)
+
+    @workflow.update(name="reschedule")
+    def reschedule_update(self, request: Reschedule) -> ReleaseStatus:
+        """Move the ship instant; an instant that has passed ships the release at once."""
+        self._reschedule(request.ships_at)
+        self._ship_if_due()
+        return self.status()
+
+    @reschedule_update.validator
+    def _validate_reschedule(self, request: Reschedule) -> None:
+        s = self._state
+        if s.shipped_at is not None:
+            raise ApplicationError(
+                f"release {s.release_id} shipped at {s.shipped_at.isoformat()}; "
+                "a shipped release cannot be rescheduled",
+                "shipped",
+                type="ReleaseRescheduleRejected",
+                non_retryable=True,
+            )
+
+    def _reschedule(self, ships_at: datetime) -> None:
+        self._state.ships_at = ships_at
+        workflow.logger.info(
+            "release rescheduled",
+            extra={"release_id": self._state.release_id, "ships_at": ships_at.isoformat()},
+        )
+        self._publish()
 
     @workflow.query
     def status(self) -> ReleaseStatus:
@@ -132,7 +262,114 @@ class Release:
             release_id=s.release_id,
             ships_at=s.ships_at,
             shipped_at=s.shipped_at,
-            cases_registered=len(s.registered),
+            cases_registered=s.registered,
             cases_notified=s.notified,
-            cases_to_notify=len(s.registered) - s.notified,
+            cases_to_notify=len(s.pending),
+        )
+
+    def _publish(self) -> None:
+        """The release as the Temporal UI's "current details" shows it."""
+        s = self._state
+        if s.shipped_at is not None:
+            head = f"**Shipped** {s.shipped_at:%Y-%m-%d %H:%M:%S} UTC"
+        elif s.ships_at is not None:
+            head = f"**Ships** {s.ships_at:%Y-%m-%d %H:%M:%S} UTC"
+        else:
+            head = "**Not scheduled** (ships on `ship_now` or `reschedule`)"
+        workflow.set_current_details(
+            f"{head}\n\n- cases registered: {s.registered}\n- cases told: {s.notified}"
+            f" ({s.skipped} closed or gone)\n- cases to tell: {len(s.pending)}"
+        )
+
+
+def _decode_start(start: RawValue) -> dict[str, Any]:
+    """The start input as a JSON object. A continued run's input holds every case not told yet
+    (tens of bytes each), so it is not held to the size limit of an event's payload."""
+    payload = start.payload
+    if payload.metadata.get("encoding", b"") != b"json/plain":
+        raise Malformed("release input must be a json/plain payload")
+    if payload.ByteSize() > MAX_EVENT_BYTES and b'"carried"' not in payload.data[:16]:
+        raise Malformed(
+            f"release input is {payload.ByteSize()} bytes; the limit is {MAX_EVENT_BYTES}"
+        )
+    try:
+        data = json.loads(payload.data)
+    except ValueError:
+        raise Malformed("release input is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Malformed(f"release input must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+# ---- release trains ---------------------------------------------------------------------------
+
+
+class TrainInput(Wire):
+    """The fixed input a release train's Schedule starts ``ReleaseTrain`` with."""
+
+    train: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+    # strftime of the ship instant (UTC); literal text is kept ("alma-%Y.%m" -> "alma-2026.12")
+    release_format: str = Field(default="%Y.%m", min_length=1, max_length=64)
+    # The release ships this long after the schedule fires; none: it ships as it opens.
+    ships_after: SpanField | None = None
+
+
+class TrainResult(BaseModel):
+    train: str
+    release_id: str
+    scheduled_at: Instant
+    ships_at: Instant
+
+
+def release_id_for(release_format: str, ships_at: datetime) -> str:
+    """The id of the release a train opens for this ship instant; ``ValueError`` if invalid."""
+    release_id = ships_at.strftime(release_format)
+    if not _RELEASE_ID.match(release_id):
+        raise ValueError(
+            f"release format {release_format!r} gives {release_id!r}, not a release id "
+            "(letters, digits, '.', '_', '-'; at most 64)"
+        )
+    return release_id
+
+
+def train_release(train: TrainInput, scheduled_at: datetime) -> tuple[str, datetime]:
+    """The release a train firing at ``scheduled_at`` opens: its id and ship instant."""
+    ships_at = train.ships_after.after(scheduled_at) if train.ships_after else scheduled_at
+    return release_id_for(train.release_format, ships_at), ships_at
+
+
+@workflow.defn(name=RELEASE_TRAIN_WORKFLOW)
+class ReleaseTrain:
+    """Started by a Schedule: opens (creates or schedules) the train's next release."""
+
+    @workflow.run
+    async def run(self, start: RawValue) -> TrainResult:
+        try:
+            train = TrainInput.model_validate(decode_object([start], "release train input"))
+            scheduled_at = (
+                workflow.info().typed_search_attributes.get(SCHEDULED_START_TIME) or workflow.now()
+            )
+            release_id, ships_at = train_release(train, scheduled_at)
+        except (Malformed, ValidationError, ValueError) as err:
+            raise ApplicationError(
+                f"invalid release train input: {explain(err)}",
+                type="InvalidReleaseTrainInput",
+                non_retryable=True,
+            ) from None
+        await workflow.execute_activity(
+            "open_release",
+            ReleaseInput(release_id=release_id, ships_at=ships_at),
+            start_to_close_timeout=OPEN_RELEASE_TIMEOUT,
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+            summary=f"open release {release_id}, ships {ships_at:%Y-%m-%d %H:%M} UTC",
+        )
+        workflow.logger.info(
+            "release train opened a release",
+            extra={"train": train.train, "release_id": release_id},
+        )
+        return TrainResult(
+            train=train.train,
+            release_id=release_id,
+            scheduled_at=scheduled_at,
+            ships_at=ships_at,
         )

@@ -1,0 +1,78 @@
+"""The README's figure: lateness distributions and throughput ratios, from ``bench/results``.
+
+.venv/bin/python -m bench.plot   # writes bench/engine-benchmarks.png
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from bench.common import RESULTS
+
+OUT = Path(__file__).resolve().parent / "engine-benchmarks.png"
+COLORS = {"bare": "#888888", "engine-noop": "#1f77b4", "engine": "#d62728"}
+
+
+def read(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main() -> None:
+    deadlines, lifecycle = read("deadlines"), read("lifecycle")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[3, 2])
+    if deadlines:
+        for p in deadlines["phases"]:
+            values = sorted(p["lateness_s"])
+            if not values:
+                continue
+            share = [(i + 1) / len(values) for i in range(len(values))]
+            left.step(
+                values,
+                share,
+                where="post",
+                color=COLORS.get(p["kind"]),
+                label=(
+                    f"{p['kind']}: p50 {p['lateness_p50_s']:.2f} s, max {p['lateness_max_s']:.2f} s"
+                ),
+            )
+        left.set_xlabel("lateness: acted - due (s)")
+        left.set_ylabel("share of cases acted")
+        left.set_title(f"{deadlines['cases']} deadlines due at the same instant")
+        left.grid(alpha=0.3)
+        left.legend(loc="lower right", fontsize=8)
+    if lifecycle:
+        phases = lifecycle["phases"]
+        bare = [p["cases_per_s"] for p in phases if p["kind"] == "bare"]
+        base = sum(bare) / len(bare) if bare else 1.0
+        labels = [p["kind"] for p in phases]
+        ratios = [p["cases_per_s"] / base for p in phases]
+        bars = right.bar(range(len(phases)), ratios, color=[COLORS.get(k, "#444") for k in labels])
+        for bar, p in zip(bars, phases, strict=True):
+            right.annotate(
+                f"{p['cases_per_s']:.1f}/s",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        right.axhline(0.9, color="black", linestyle="--", linewidth=1, label="goal 0.9")
+        right.set_xticks(range(len(phases)), labels, rotation=20)
+        right.set_ylabel("throughput / bare")
+        right.set_title(f"lifecycle throughput, {lifecycle['cases']} cases")
+        right.set_ylim(0, max(1.2, max(ratios) * 1.15))
+        right.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT, dpi=110)
+    print(f"written: {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""One benchmark worker process: ``python -m bench.worker_proc --kind engine|engine-noop|bare``.
+
+- ``engine``: the project's own worker, ``worker.build_worker`` as ``python worker.py`` runs it,
+  with the real activities: persist into SQLite (a file in the bench's temp dir), notify with no
+  SMTP URL (the outbox table only), register with the ``Release`` workflow. Logging is set up as
+  ``worker.py`` does (console lines at INFO), written to the worker's log file.
+- ``engine-noop``: the same ``build_worker`` (same workflows, sandbox passthrough and tuning), but
+  every activity is a no-op that only decodes its input: the engine's own overhead, with
+  activities that cost what the bare ones cost.
+- ``bare``: ``bench.bare`` on a plain ``Worker`` with the SDK's defaults.
+
+``--options`` (JSON) are extra ``Worker`` keyword arguments, the same for every kind. The process
+writes ``--ready-file`` once it polls, and drains on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from bench.bare import BareCase, BareDeadline, bare_effect
+from workflows.contract import FanOut, FanOutResult, Notify, Persist, Register
+
+
+class NoopCaseActivities:
+    """Stands in for ``activities.CaseActivities``: same names and inputs, no I/O."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    @activity.defn(name="persist")
+    async def persist(self, request: Persist) -> None:
+        return None
+
+    @activity.defn(name="notify")
+    async def notify(self, request: Notify) -> str:
+        return "kept"
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.persist, self.notify]
+
+
+class NoopReleaseActivities:
+    """Stands in for ``activities.releases.ReleaseActivities``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    @activity.defn(name="register_with_release")
+    async def register_with_release(self, effect: Register) -> None:
+        return None
+
+    @activity.defn(name="fan_out_release")
+    async def fan_out_release(self, batch: FanOut) -> FanOutResult:
+        return FanOutResult(signalled=len(batch.case_numbers), skipped=0)
+
+    def activities(self) -> list[Callable[..., Any]]:
+        return [self.register_with_release, self.fan_out_release]
+
+
+async def build(kind: str, client: Client, args: argparse.Namespace) -> tuple[Worker, Any]:
+    options: dict[str, Any] = json.loads(args.options)
+    if kind == "bare":
+        worker = Worker(
+            client,
+            task_queue=args.task_queue,
+            workflows=[BareCase, BareDeadline],
+            activities=[bare_effect],
+            **options,
+        )
+        return worker, None
+
+    import logs
+    import worker as project_worker
+    from activities import CaseStore, upgrade
+    from settings import Settings
+
+    settings = Settings(task_queue=args.task_queue, database_url=args.database_url, smtp_url=None)
+    logs.configure(settings.log_format, os.environ.get("CASES_LOG_LEVEL", settings.log_level))
+    if kind == "engine-noop":
+        project_worker.CaseActivities = NoopCaseActivities  # type: ignore[assignment,misc]
+        project_worker.ReleaseActivities = NoopReleaseActivities  # type: ignore[assignment,misc]
+        return project_worker.build_worker(client, settings, None, **options), None  # type: ignore[arg-type]
+    await upgrade(settings.database_url)
+    store = CaseStore(settings.database_url)
+    return project_worker.build_worker(client, settings, store, **options), store
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--kind", choices=["engine", "engine-noop", "bare"], required=True)
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--task-queue", required=True)
+    parser.add_argument("--database-url", required=True)
+    parser.add_argument("--options", default="{}")
+    parser.add_argument("--ready-file", required=True)
+    args = parser.parse_args()
+
+    import workflows.case
+
+    print(f"bench worker {args.kind}: project from {Path(workflows.case.__file__).parent.parent}")
+    client = await Client.connect(args.address, data_converter=pydantic_data_converter)
+    worker, store = await build(args.kind, client, args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = asyncio.create_task(worker.run())
+    await asyncio.to_thread(Path(args.ready_file).write_text, str(os.getpid()))
+    await stop.wait()
+    await worker.shutdown()
+    await running
+    if store is not None:
+        await store.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    os._exit(0)  # skip finalisation: the SDK's runtime can crash a process at exit

@@ -1,0 +1,182 @@
+"""Workers die: ``kill -9`` in the middle of hundreds of cases, some in activities and some on
+timers. After a restart (or with a second worker on the queue) every case reaches the status the
+pure core says it must, every email arrives exactly once, every history row is there once, no
+case is stuck, and every deadline acts at its own instant even when it fell due while no worker
+was up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from temporalio.client import Client
+
+from activities.store import CaseStore
+from starter.client import CaseClient
+from tests.reliability.harness import (
+    Plan,
+    Tally,
+    WorkerProcess,
+    check_deadline_instants,
+    check_outcome,
+    describe_all,
+    describe_plans,
+    expect,
+    gather_limited,
+    message_ids,
+    mixed_plans,
+    send_events,
+    wait_until,
+    worker_environment,
+)
+from workflows.contract import DeadlinePolicy
+
+# Deadlines in seconds, so the timers fire during the test, in real time, some while no worker
+# is up. The reminder comes before the closing, as the policy requires.
+POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
+WITH_TIMERS = {"Pending Customer Response", "Closing"}
+
+
+async def open_and_drive(client: Client, task_queue: str, plans: list[Plan]) -> None:
+    cases = CaseClient(client, task_queue)
+    await gather_limited([lambda p=p: cases.open(p.case) for p in plans], 32)
+    await gather_limited([lambda p=p: send_events(client, p) for p in plans], 32)
+
+
+async def finish(
+    client: Client,
+    inbox: Any,
+    store: CaseStore,
+    plans: list[Plan],
+    tally: Tally,
+    timeout: float = 60.0,
+) -> int:
+    expected = {p.workflow_id: expect(p) for p in plans}
+    wanted = {m for e in expected.values() for m in e.message_ids}
+    ids = [p.workflow_id for p in plans]
+
+    async def done() -> bool:
+        if not wanted <= set(message_ids(inbox.messages)):
+            return False
+        described = await describe_all(client, ids)
+        return all(d.case_status == str(expected[d.workflow_id].status) for d in described)
+
+    async def progress() -> str:
+        missing = wanted - set(message_ids(inbox.messages))
+        kinds = Counter(m.split(".notify.")[-1].split("@")[0] for m in missing)
+        described = await describe_all(client, ids)
+        statuses = Counter(d.case_status for d in described)
+        problems = [p for d in described for p in d.activity_problems][:5]
+        return (
+            f"{len(wanted) - len(missing)}/{len(wanted)} emails; missing {dict(kinds)}; "
+            f"cases now {dict(statuses)}; activities: {problems}"
+        )
+
+    await wait_until(done, timeout, progress)
+    await asyncio.sleep(1.0)  # a late duplicate would arrive now
+    await check_outcome(client, store, plans, expected, message_ids(inbox.messages), tally)
+    return await check_deadline_instants(store, plans)
+
+
+async def kill_when_busy(
+    client: Client, worker: WorkerProcess, inbox: Any, plans: list[Plan], fraction: float
+) -> tuple[int, int]:
+    """Kill -9 once ``fraction`` of the emails arrived; how many cases were then in activities
+    and how many waiting on a timer."""
+    wanted = sum(len(expect(p).message_ids) for p in plans)
+
+    async def busy() -> bool:
+        return len(inbox.messages) >= wanted * fraction
+
+    async def progress() -> str:
+        return f"{len(inbox.messages)}/{wanted} emails before the kill\n{worker.tail()}"
+
+    await wait_until(busy, 60, progress)
+    worker.kill()
+    at_kill = await describe_all(client, [p.workflow_id for p in plans])
+    in_activities = sum(d.pending_activities > 0 for d in at_kill)
+    on_timers = sum(d.case_status in WITH_TIMERS for d in at_kill)
+    assert in_activities > 0, "the kill should catch cases in activities"
+    assert on_timers > 0, "the kill should catch cases waiting on timers"
+    return in_activities, on_timers
+
+
+async def test_worker_kill_9_with_200_cases_mid_lifecycle(
+    env: Any,
+    inbox: Any,
+    postgres_databases: Any,
+    spawn_worker: Callable[..., WorkerProcess],
+    unique: Callable[[str], str],
+    tally: Tally,
+) -> None:
+    url = await postgres_databases.create()
+    task_queue = unique("kill9")
+    settings = worker_environment(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        CASES_TASK_QUEUE=task_queue,
+        CASES_DATABASE_URL=url,
+        CASES_SMTP_URL=inbox.url,
+    )
+    plans = mixed_plans(unique("K"), 200, POLICY)
+    first = spawn_worker(settings, "first")
+    await first.ready()
+    await open_and_drive(env.client, task_queue, plans)
+    in_activities, on_timers = await kill_when_busy(env.client, first, inbox, plans, 0.3)
+
+    await asyncio.sleep(3)  # nobody works: timers fall due with no worker up
+    started = time.monotonic()
+    second = spawn_worker(settings, "restarted")
+    await second.ready()
+    store = CaseStore(url)
+    try:
+        timers = await finish(env.client, inbox, store, plans, tally)
+    finally:
+        await store.dispose()
+    tally.notes = (
+        f"{describe_plans(plans)}; at the kill: {in_activities} in activities, "
+        f"{on_timers} on timers; recovered {time.monotonic() - started:.0f} s after restart; "
+        f"{timers} timer transitions at their instants"
+    )
+
+
+async def test_two_workers_one_killed_the_other_finishes(
+    env: Any,
+    inbox: Any,
+    postgres_databases: Any,
+    spawn_worker: Callable[..., WorkerProcess],
+    unique: Callable[[str], str],
+    tally: Tally,
+) -> None:
+    url = await postgres_databases.create()
+    task_queue = unique("pair")
+    settings = worker_environment(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        CASES_TASK_QUEUE=task_queue,
+        CASES_DATABASE_URL=url,
+        CASES_SMTP_URL=inbox.url,
+    )
+    plans = mixed_plans(unique("P"), 100, POLICY)
+    doomed, survivor = spawn_worker(settings, "doomed"), spawn_worker(settings, "survivor")
+    await asyncio.gather(doomed.ready(), survivor.ready())
+    await open_and_drive(env.client, task_queue, plans)
+    in_activities, on_timers = await kill_when_busy(env.client, doomed, inbox, plans, 0.3)
+    sent_by_doomed = sum(1 for line in doomed.lines() if line.get("event") == "notify.sent")
+    assert sent_by_doomed > 0, "both workers should have taken work before the kill"
+
+    started = time.monotonic()
+    store = CaseStore(url)
+    try:
+        timers = await finish(env.client, inbox, store, plans, tally)
+    finally:
+        await store.dispose()
+    sent_by_survivor = sum(1 for line in survivor.lines() if line.get("event") == "notify.sent")
+    assert survivor.running()
+    tally.notes = (
+        f"{describe_plans(plans)}; emails sent by the killed worker {sent_by_doomed}, "
+        f"by the survivor {sent_by_survivor}; at the kill: {in_activities} in activities, "
+        f"{on_timers} on timers; finished {time.monotonic() - started:.0f} s after the kill; "
+        f"{timers} timer transitions at their instants"
+    )

@@ -1,0 +1,259 @@
+"""``python -m starter`` end to end: the Typer app against the session's dev server and the
+project's worker; the README's command-line block as written; exit codes of the real process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from typer.testing import CliRunner, Result
+
+from starter.cli import app
+from tests import readme
+from workflows import lifecycle
+from workflows.contract import Snapshot
+from workflows.lifecycle import Via
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Cli = Callable[..., Awaitable[Result]]
+
+
+@pytest.fixture
+def cli_env(env: Any, worker_settings: Any) -> dict[str, str | None]:
+    return {
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": env.client.namespace,
+        "TEMPORAL_PROFILE": None,
+        "CASES_TASK_QUEUE": worker_settings.task_queue,
+        "COLUMNS": "400",  # no wrapping: tables and help read as one line per row
+    }
+
+
+@pytest.fixture
+def cli(case_worker: Any, cli_env: dict[str, str | None]) -> Iterator[Cli]:
+    """Run the CLI in a thread (it runs its own event loop) while the worker runs in ours.
+
+    The runner swaps ``sys.stdout`` for the whole process; structlog's default logger writes to
+    whatever ``sys.stdout`` is, so the worker's log lines would land in the CLI's output. They
+    go to the real stderr while a test runs the CLI.
+    """
+    runner = CliRunner()
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
+
+    async def run(*args: str, expect: int = 0, env: dict[str, str | None] | None = None) -> Result:
+        environ = {**cli_env, **(env or {})}
+        result = await asyncio.to_thread(runner.invoke, app, list(args), env=environ)
+        assert result.exit_code == expect, (
+            f"{args}: exit {result.exit_code}, expected {expect}\n"
+            f"stdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+        )
+        return result
+
+    yield run
+    structlog.configure(**saved)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Visibility is eventually consistent: ask again for a while."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "never became true"
+        await asyncio.sleep(0.2)
+
+
+async def test_open_show_transition_reject_and_list(cli: Cli, unique: Callable[[str], str]) -> None:
+    number, institution = unique("CLI"), unique("Alma University")
+    opened = await cli(
+        "open", number, "--institution", institution, "--product", "Alma",
+        "--title", "Loans report shows wrong totals", "--contact", "ann@alma.example",
+    )  # fmt: skip
+    assert f"opened case {number} · {institution} · normal" in opened.stdout
+
+    shown = await cli("show", number)
+    assert (
+        f"Case {number} · {institution} · normal — Loans report shows wrong totals" in shown.stdout
+    )
+    assert "New" in shown.stdout and "(opened) → New" in shown.stdout
+    assert "none: waiting for people" in shown.stdout
+
+    moved = await cli("transition", number, "tier 1 analysis")  # any letter case will do
+    assert f"case {number}: New → Tier 1 Analysis" in moved.stdout
+    as_json = await cli(
+        "transition", number, "Pending Customer Response", "--note", "send the log", "--json"
+    )
+    snap = Snapshot.model_validate_json(as_json.stdout)
+    assert snap.status == "Pending Customer Response"
+    assert snap.next_deadline is not None and snap.next_deadline.action == "pcr_reminder"
+    assert snap.history[-1].note == "send the log" and snap.history[-1].actor.role == "tier1"
+
+    shown = await cli("show", number)
+    assert "reminder to the customer" in shown.stdout  # next deadline and the timeline
+    assert "Timeline if nobody acts" in shown.stdout and "→ Closing" in shown.stdout
+
+    rejected = await cli("transition", number, "Development", expect=1)
+    assert rejected.stdout == ""
+    assert "rejected (not_allowed)" in rejected.stderr
+    assert f"case {number} is in Pending Customer Response" in rejected.stderr
+    assert "Development" in rejected.stderr
+    rejected = await cli("transition", number, "Development", "--json", expect=1)
+    assert json.loads(rejected.stdout)["reason"] == "not_allowed"
+
+    async def listed() -> bool:
+        found = await cli(
+            "list", "--status", "Pending Customer Response", "--institution", institution
+        )
+        return number in found.stdout and "1 case(s)" in found.stdout
+
+    await eventually(listed)
+    rows = json.loads(
+        (await cli("list", "--status", "Pending Customer Response", "--institution", institution,
+                   "--json")).stdout
+    )  # fmt: skip
+    assert [(r["case_number"], r["status"], r["owner_tier"]) for r in rows] == [
+        (number, "Pending Customer Response", "1")
+    ]
+    listed_deadline = datetime.fromisoformat(rows[0]["next_deadline"])
+    assert abs(listed_deadline - snap.next_deadline.at) < timedelta(milliseconds=1)
+    none = await cli("list", "--status", "Closing", "--institution", institution, "--json")
+    assert json.loads(none.stdout) == []
+
+
+async def test_reply_and_handoff(cli: Cli, unique: Callable[[str], str]) -> None:
+    number = unique("HND")
+    await cli(
+        "open", number, "--institution", "Alma University", "--product", "Alma",
+        "--title", "Import fails", "--contact", "ann@alma.example", "--as", "tier1",
+    )  # fmt: skip
+    await cli("transition", number, "Tier 1 Analysis")
+    handed = await cli("handoff", number, "2", "--reason", "consult", "--note", "please look")
+    assert "Tier 1 Analysis → Tier 2 New" in handed.stdout and "owner Tier 2" in handed.stdout
+    bad = await cli("handoff", number, "2", "--reason", "boredom", expect=2)
+    assert "consult, deeper_analysis, defect_verification" in bad.stderr
+    # No reply transition from Tier 2 New: kept as a comment, the status stays.
+    replied = await cli("reply", number, "Any news?", "--json")
+    assert Snapshot.model_validate_json(replied.stdout).status == "Tier 2 New"
+    wrong = await cli("reply", number, "me too", "--institution", "Other College", expect=1)
+    assert "rejected (wrong_institution)" in wrong.stderr
+
+
+async def test_bad_input_and_unreachable_exit_codes(
+    cli: Cli, unique: Callable[[str], str], unused_port: int
+) -> None:
+    base = ["--institution", "A", "--product", "p", "--title", "t", "--contact", "a@b.example"]
+    bad_number = await cli("open", "no spaces!", *base, expect=2)
+    assert "invalid input: case_number" in bad_number.stderr
+    bad_policy = await cli("open", unique("P"), *base, "--policy", "pcr_reminder=soon", expect=2)
+    assert "is not a span" in bad_policy.stderr
+    no_key = await cli("open", unique("P"), *base, "--policy", "nonsense", expect=2)
+    assert "--policy takes KEY=SPAN" in no_key.stderr
+    await cli("transition", unique("P"), "Nowhere", expect=2)  # not a transition target
+
+    missing = await cli("show", unique("NOPE"), expect=3)
+    assert "no case" in missing.stderr
+    down = await cli("show", "X", expect=3, env={"TEMPORAL_ADDRESS": f"127.0.0.1:{unused_port}"})
+    assert f"cannot reach Temporal at 127.0.0.1:{unused_port}" in down.stderr
+
+
+async def test_transition_help_is_the_table(cli_env: dict[str, str | None]) -> None:
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["transition", "--help"], env=cli_env)
+    assert result.exit_code == 0
+    for status in lifecycle.targets(Via.TRANSITION):
+        assert status in result.stdout
+    assert "• Development → Pending Release: development (needs release_id)" in result.stdout
+    assert "• Closing → Pending Customer Testing: customer" in result.stdout
+
+
+async def test_the_readme_command_line_block(cli: Cli, unique: Callable[[str], str]) -> None:
+    block = readme.with_cases(readme.example("cli"), unique("RD").replace("-", ""))
+    lines = readme.commands(block)
+    assert len(lines) >= 8
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        assert words[:3] == ["python", "-m", "starter"], line
+        await cli(*words[3:], expect=1 if "exit 1" in line else 0)
+
+
+async def test_release_commands(cli: Cli, unique: Callable[[str], str]) -> None:
+    release = unique("2026.12")
+    scheduled = await cli("release", "schedule", release, "--in", "1h")
+    assert f"release {release} ships at" in scheduled.stdout
+    status = json.loads((await cli("release", "status", release, "--json")).stdout)
+    assert status["ships_at"] and status["shipped_at"] is None
+    await cli("release", "ship-now", release)
+
+    async def shipped() -> bool:
+        data = json.loads((await cli("release", "status", release, "--json")).stdout)
+        return data["shipped_at"] is not None
+
+    await eventually(shipped)
+    await cli("release", "status", unique("nope"), expect=3)
+    naive = await cli("release", "schedule", release, "--at", "2026-12-01T06:00:00", expect=2)
+    assert "needs an offset" in naive.stderr
+
+
+async def test_demo_opens_cases_in_every_kind_of_wait(
+    cli: Cli, env: Any, worker_settings: Any
+) -> None:
+    result = await cli("demo", "--json")
+    data = json.loads(result.stdout)
+    numbers = [number for number, _ in data["cases"]]
+    assert len(numbers) == 6
+    from starter.client import CaseClient
+
+    cases = CaseClient(env.client, worker_settings.task_queue)
+    statuses = [(await cases.snapshot(n)).status for n in numbers]
+    assert statuses == [
+        "Pending Customer Response",
+        "Closing",
+        "Pending Release",
+        "Pending Work Plan",
+        "Waiting for Process",
+        "Tier 2 W4I",
+    ]
+    snap = await cases.snapshot(numbers[0])
+    assert str(snap.policy.pcr_reminder) == "1min"  # deadlines in minutes
+    assert snap.next_deadline is not None
+    assert (snap.next_deadline.at - snap.status_since).total_seconds() == 60
+
+
+async def test_db_upgrade(cli: Cli, tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    done = await cli("db", "upgrade", env={"CASES_DATABASE_URL": url})
+    assert "case store up to date" in done.stdout
+    assert (tmp_path / "store.db").stat().st_size > 0
+
+
+async def test_python_m_starter_exits_with_the_codes(
+    case_worker: Any, cli_env: dict[str, str | None], unique: Callable[[str], str]
+) -> None:
+    """The real process: exit codes survive the interpreter's exit (see ``starter.cli.main``)."""
+    environ = {k: v for k, v in {**os.environ, **cli_env}.items() if v is not None}
+
+    async def run(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "starter", *args, cwd=ROOT, env=environ,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, err.decode()
+
+    number = unique("PROC")
+    code, _ = await run(
+        "open", number, "--institution", "Alma University", "--product", "Alma",
+        "--title", "t", "--contact", "ann@alma.example",
+    )  # fmt: skip
+    assert code == 0
+    code, err = await run("transition", number, "Closed")
+    assert code == 1 and "rejected (not_allowed)" in err
