@@ -1,13 +1,17 @@
 """The ``notify`` activity: record a message in the outbox, then send it at most once.
 
 The outbox row, keyed by the effect's idempotency key, is written before anything is sent, so
-a retried activity finds it and never mails twice; the only gap left is a crash between the
-SMTP server accepting the message and the row being marked sent, which resends the same
-Message-ID (mail clients collapse it).
+a retried activity finds it and never mails twice. Once the SMTP server has accepted a message,
+marking the row sent is retried within the attempt while the database is away (a retry of the
+whole activity would send it again); the only gap left is a worker crash, or a database outage
+longer than RECORD_SENT_PATIENCE, between the two, which resends the same Message-ID (mail
+clients collapse it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -16,6 +20,7 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.mailer import Mailer, message_id
+from activities.options import NOTIFY_TIMEOUT
 from activities.store import CaseStore, OutboxMessage
 from activities.templates import render
 from settings import Settings
@@ -24,6 +29,8 @@ from workflows.contract import Notify
 NotifyResult = Literal["sent", "already_sent", "kept"]
 
 NOTIFICATIONS = "case_notifications"
+# How long an attempt keeps trying to mark a sent message sent: well inside its start-to-close.
+RECORD_SENT_PATIENCE = NOTIFY_TIMEOUT.total_seconds() - 30
 
 
 def _count(result: str, template: str) -> None:
@@ -98,6 +105,23 @@ class NotifyActivities:
             await self.store.outbox_failed(entry.key, f"{type(err).__name__}: {err}")
             log.warning("notify.failed", to=entry.recipient, error=str(err))
             raise  # Temporal retries with the notify retry policy
-        await self.store.outbox_sent(entry.key, datetime.now(UTC))
+        await self._record_sent(entry.key, datetime.now(UTC), log)
         log.info("notify.sent", to=entry.recipient, message_id=entry.message_id)
         return "sent"
+
+    async def _record_sent(self, key: str, at: datetime, log: structlog.BoundLogger) -> None:
+        """Mark the message sent, waiting out a database that is away: a failure here, raised,
+        would make Temporal retry the activity and send the message a second time (a database
+        cut for ten seconds under thirty cases doubled three emails of 108)."""
+        give_up = time.monotonic() + RECORD_SENT_PATIENCE
+        delay = 0.5
+        while True:
+            try:
+                await self.store.outbox_sent(key, at)
+                return
+            except Exception as err:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning("notify.record_sent_retry", error=str(err), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
