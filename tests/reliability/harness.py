@@ -208,9 +208,9 @@ class Expected:
     history_seqs: tuple[int, ...]  # the seq of every status change (one database row each)
 
 
-def expect(plan: Plan, now: datetime | None = None) -> Expected:
-    """Run the plan through the pure core: its events in order, then every deadline that falls
-    due (each at its own instant) until none is left."""
+def expect(plan: Plan, now: datetime | None = None, until: datetime | None = None) -> Expected:
+    """Run the plan through the pure core: its events in order at ``now``, then every deadline
+    that falls due (each at its own instant) until none is left, or until ``until``."""
     now = now or datetime.now(UTC)
     decision = lifecycle.open_case(plan.case, now)
     state, effects = decision.state, list(decision.effects)
@@ -221,6 +221,8 @@ def expect(plan: Plan, now: datetime | None = None) -> Expected:
         state = decision.state
         effects += decision.effects
     while state.status is not Status.CLOSED and (due := lifecycle.next_deadline(state)):
+        if until is not None and due.at > until:
+            break
         decision = lifecycle.decide(state, lifecycle.Due(due), due.at)
         state = decision.state
         effects += decision.effects
