@@ -30,6 +30,7 @@ from workflows.contract import (
     case_workflow_id,
     release_workflow_id,
 )
+from workflows.release import RELEASE_PRIORITY
 
 log = structlog.get_logger()
 
@@ -60,6 +61,7 @@ class ReleaseActivities:
             start_signal="register_case",
             start_signal_args=[RegisterCase(case_number=effect.case_number)],
             static_summary=f"Release {effect.release_id}",
+            priority=RELEASE_PRIORITY,
         )
 
     @activity.defn(name="open_release")
@@ -74,6 +76,7 @@ class ReleaseActivities:
             start_signal="reschedule",
             start_signal_args=[Reschedule(ships_at=release.ships_at)],
             static_summary=f"Release {release.release_id}",
+            priority=RELEASE_PRIORITY,
         )
 
     @activity.defn(name="fan_out_release")

@@ -8,7 +8,7 @@ A Typer sub-app of ``starter.cli``; each command is a thin call of ``CaseClient`
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, NoReturn
 
 import typer
@@ -284,35 +284,41 @@ def list_(as_json: JsonOpt = False) -> None:
     """The open releases with their progress, and the release trains (Temporal Schedules)."""
     with handled(as_json):
 
-        async def work() -> tuple[list[ReleaseStatus], list[Train]]:
+        async def work() -> tuple[list[ReleaseStatus], list[str], list[Train]]:
             client = await connect()
-            handles = [
-                client.get_workflow_handle(e.id)
-                async for e in client.list_workflows(
-                    f'WorkflowType = "{RELEASE_WORKFLOW}" AND ExecutionStatus = "Running"'
-                )
-            ]
+            # This deployment's releases (its task queue): a release whose workers are gone
+            # would not answer its query.
+            query = (
+                f'WorkflowType = "{RELEASE_WORKFLOW}" AND ExecutionStatus = "Running" '
+                f'AND TaskQueue = "{Settings().task_queue}"'
+            )
+            handles = [client.get_workflow_handle(e.id) async for e in client.list_workflows(query)]
             gate = asyncio.Semaphore(16)
 
-            async def one(handle: WorkflowHandle) -> ReleaseStatus | None:
+            async def one(handle: WorkflowHandle) -> ReleaseStatus | str:
                 async with gate:
                     try:
-                        return await handle.query("status", result_type=ReleaseStatus)
+                        return await handle.query(
+                            "status", result_type=ReleaseStatus, rpc_timeout=QUERY_TIMEOUT
+                        )
                     except (RPCError, WorkflowQueryFailedError):
-                        return None  # closed meanwhile, or failing: not listed
+                        # closed meanwhile, or no worker answering: listed without figures
+                        return handle.id.removeprefix("release-")
 
             found = await asyncio.gather(*(one(h) for h in handles))
-            releases = [r for r in found if r is not None]
+            releases = [r for r in found if isinstance(r, ReleaseStatus)]
             releases.sort(
                 key=lambda r: (r.shipped_at is not None, r.ships_at or _FAR, r.release_id)
             )
-            return releases, await list_trains(client)
+            silent = sorted(r for r in found if isinstance(r, str))
+            return releases, silent, await list_trains(client)
 
-        releases, trains = asyncio.run(work())
+        releases, silent, trains = asyncio.run(work())
     if as_json:
         emit_json(
             {
                 "releases": [r.model_dump(mode="json") for r in releases],
+                "unanswered": silent,
                 "trains": [_train_json(t) for t in trains],
             }
         )
@@ -320,6 +326,8 @@ def list_(as_json: JsonOpt = False) -> None:
     table = Table(title="Releases", title_justify="left", box=None, header_style="bold")
     for column in ("release", "ships at", "shipped", "registered", "told", "to tell"):
         table.add_column(column)
+    for release_id in silent:
+        table.add_row(release_id, "(no answer: is a worker running?)", "", "", "", "")
     for r in releases:
         table.add_row(
             r.release_id,
@@ -330,7 +338,7 @@ def list_(as_json: JsonOpt = False) -> None:
             str(r.cases_to_notify),
         )
     out().print(table)
-    out().print(f"{len(releases)} open release(s)")
+    out().print(f"{len(releases) + len(silent)} open release(s)")
     if trains:
         trains_table = Table(title="Release trains", title_justify="left", box=None)
         for column in ("train", "calendar", "next fire", "opens release", "ships"):
@@ -348,6 +356,8 @@ def list_(as_json: JsonOpt = False) -> None:
 
 
 _FAR = datetime.max.replace(tzinfo=UTC)
+# A release that does not answer its status query within this is listed without its figures.
+QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 def _train_json(train: Train) -> dict[str, object]:

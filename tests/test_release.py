@@ -81,12 +81,8 @@ async def test_a_release_ships_at_its_instant_and_the_cases_close_two_weeks_late
     # happens to them), so that they receive the news "after" it, as in real time.
     for case in cases:
         await case.pass_until(ships_at + MARGIN)
-    assert {
-        s.status
-        for s in (
-            await snapshots(env.client, case.client.task_queue, [c.number for c in cases])
-        ).values()
-    } == {"Pending Release"}
+    waiting = await snapshots(env.client, worker_settings.task_queue, [c.number for c in cases])
+    assert {s.status for s in waiting.values()} == {"Pending Release"}
 
     handle = release_handle(env.client, release)
     await env.fast_forward(handle, ships_at - await env.get_current_time(handle) + MARGIN)

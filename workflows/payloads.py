@@ -16,14 +16,19 @@ class Malformed(Exception):
     pass
 
 
-def decode_object(args: Sequence[RawValue], what: str) -> dict[str, Any]:
-    """The single JSON object a handler takes, or ``Malformed`` saying what is wrong with it."""
+def decode_object(
+    args: Sequence[RawValue], what: str, limit: int | None = MAX_EVENT_BYTES
+) -> dict[str, Any]:
+    """The single JSON object a handler takes, or ``Malformed`` saying what is wrong with it.
+
+    ``limit`` bounds what other systems may send; ``None`` is for what the workflow hands
+    itself (the state a continued run carries), bounded by Temporal's own payload limit."""
     if len(args) != 1:
         raise Malformed(f"{what} takes exactly one JSON object, got {len(args)} arguments")
     payload = args[0].payload
     size = payload.ByteSize()
-    if size > MAX_EVENT_BYTES:
-        raise Malformed(f"{what} payload is {size} bytes; the limit is {MAX_EVENT_BYTES}")
+    if limit is not None and size > limit:
+        raise Malformed(f"{what} payload is {size} bytes; the limit is {limit}")
     encoding = payload.metadata.get("encoding", b"")
     if encoding != b"json/plain":
         raise Malformed(

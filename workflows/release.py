@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
+from temporalio.common import Priority, RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 from workflows.calendar import SpanField
@@ -66,6 +66,10 @@ FAN_OUT_RETRY = RetryPolicy(
     maximum_attempts=0,  # the server is the only thing it needs; retried until it answers
 )
 OPEN_RELEASE_TIMEOUT = timedelta(seconds=30)
+# Ahead of everything else on the task queue (Temporal's task queue priority, 1 = first, the
+# default is 3): each fan-out batch makes a thousand cases react (a workflow task and an email
+# each), and the next batch must not wait behind the reactions to the last one.
+RELEASE_PRIORITY = Priority(priority_key=1)
 
 # Set by the server on every workflow a Schedule starts: the instant the action was due.
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
@@ -176,6 +180,7 @@ class Release:
             start_to_close_timeout=FAN_OUT_TIMEOUT,
             heartbeat_timeout=FAN_OUT_HEARTBEAT,
             retry_policy=FAN_OUT_RETRY,
+            priority=RELEASE_PRIORITY,
             summary=f"tell {len(batch)} cases that {s.release_id} shipped",
         )
         # Registrations that arrived meanwhile were appended behind the batch.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -482,3 +483,46 @@ async def whole(fx: Fixture, tally: Tally) -> None:
     tally.notes = ", ".join(f"{k} {v}" for k, v in sorted(fx.counts.items()))
     assert tally.duplicates == 0
     assert set(received) == wanted, f"unexpected: {sorted(set(received) - wanted)[:5]}"
+
+
+FLOOD = 1_000
+
+
+async def test_a_flood_of_garbage_while_no_worker_runs_is_one_cheap_workflow_task(
+    live: Fixture, tally: Tally
+) -> None:
+    """A misconfigured system sends a thousand bad events while the worker is down: they reach
+    the case as one workflow task, which must stay within the SDK's two-second deadlock limit
+    (a task that takes longer fails and is retried with the same thousand events, for good)."""
+    case = live.cases[0]
+    handle = live.client.get_workflow_handle(case.plan.workflow_id)
+    live.worker.kill()
+    garbage = [
+        raw(b"{not json"),
+        as_json({"to": "Closing", "actor": SYSTEM.model_dump()}),
+        as_json({"to": "Development", "actor": TIER1.model_dump()}),
+        as_json({"text": "me too", "actor": OTHER.model_dump()}),
+        as_json([1, 2, 3]),
+    ]
+    for i in range(FLOOD):
+        name = "customer_reply" if i % 5 == 3 else "transition"
+        await handle.signal(name, garbage[i % len(garbage)])
+    await handle.signal("transition", raw(b"{last"))
+    started = time.monotonic()
+    live.worker.start()
+    await live.worker.ready()
+
+    async def all_in() -> bool:
+        snap = await snapshot(live.client, case)
+        return bool(snap.rejected) and snap.rejected[-1].excerpt == "{last"
+
+    await wait_until(all_in, 60, lambda: asyncio.sleep(0, live.worker.tail()))
+    took = time.monotonic() - started
+    snap = await snapshot(live.client, case)
+    assert snap.status is case.status
+    assert len(snap.rejected) == REJECTED_TAIL
+    assert await failed_workflow_tasks(live.client, case.plan.workflow_id) == []
+    tally.cases = 1
+    tally.notes = (
+        f"{FLOOD + 1} bad signals in one workflow task, all refused {took:.0f} s after start"
+    )

@@ -15,7 +15,6 @@ from sqlalchemy.engine import make_url
 
 from activities import upgrade
 from activities.store import CaseStore
-from starter.client import CaseClient
 from tests.reliability.harness import (
     Plan,
     Tally,
@@ -25,10 +24,9 @@ from tests.reliability.harness import (
     describe_all,
     describe_plans,
     expect,
-    gather_limited,
     message_ids,
     mixed_plans,
-    send_events,
+    open_and_drive,
     wait_until,
     worker_environment,
 )
@@ -40,12 +38,6 @@ POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s"
 # (5 s, 10 s, 20 s apart), so recovery is quick.
 SMTP_OUTAGE = 8.0
 DB_OUTAGE = 6.0
-
-
-async def drive(client: Any, task_queue: str, plans: list[Plan]) -> None:
-    cases = CaseClient(client, task_queue)
-    await gather_limited([lambda p=p: cases.open(p.case) for p in plans], 16)
-    await gather_limited([lambda p=p: send_events(client, p) for p in plans], 16)
 
 
 async def count_rows(store: CaseStore, plans: list[Plan]) -> int:
@@ -158,7 +150,7 @@ async def test_smtp_outage_retries_with_back_off_and_sends_each_message_once(
     store = CaseStore(url)
     try:
         inbox.stop()  # the mail server is down before the first email
-        await drive(env.client, task_queue, plans)
+        await open_and_drive(env.client, task_queue, plans)
 
         async def restart() -> None:
             inbox.start()
@@ -208,7 +200,7 @@ async def test_database_outage_persist_retries_and_every_row_exists_once(
     store = CaseStore(direct)  # the test reads around the proxy
     try:
         await worker.ready()
-        await drive(env.client, task_queue, plans)
+        await open_and_drive(env.client, task_queue, plans)
         # Cut in the middle of the work: some rows and emails are done, most are not.
         total = sum(len(expect(p).history_seqs) for p in plans)
 

@@ -15,7 +15,6 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.store import CaseStore
-from starter.client import CaseClient
 from tests.conftest import free_port
 from tests.reliability.harness import (
     Plan,
@@ -26,10 +25,9 @@ from tests.reliability.harness import (
     describe_all,
     describe_plans,
     expect,
-    gather_limited,
     message_ids,
     mixed_plans,
-    send_events,
+    open_and_drive,
     wait_until,
     worker_environment,
 )
@@ -82,9 +80,7 @@ async def test_server_restart_on_the_embedded_sqlite_store(
 
     first = await spawn_worker(settings, "first").ready()
     client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
-    cases = CaseClient(client, task_queue)
-    await gather_limited([lambda p=p: cases.open(p.case) for p in plans], 16)
-    await gather_limited([lambda p=p: send_events(client, p) for p in plans], 16)
+    await open_and_drive(client, task_queue, plans)
 
     async def all_waiting() -> bool:
         described = await describe_all(client, ids)

@@ -15,7 +15,6 @@ from typing import Any
 from temporalio.client import Client
 
 from activities.store import CaseStore
-from starter.client import CaseClient
 from tests.reliability.harness import (
     Plan,
     Tally,
@@ -25,10 +24,9 @@ from tests.reliability.harness import (
     describe_all,
     describe_plans,
     expect,
-    gather_limited,
     message_ids,
     mixed_plans,
-    send_events,
+    open_and_drive,
     wait_until,
     worker_environment,
 )
@@ -38,12 +36,6 @@ from workflows.contract import DeadlinePolicy
 # is up. The reminder comes before the closing, as the policy requires.
 POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
 WITH_TIMERS = {"Pending Customer Response", "Closing"}
-
-
-async def open_and_drive(client: Client, task_queue: str, plans: list[Plan]) -> None:
-    cases = CaseClient(client, task_queue)
-    await gather_limited([lambda p=p: cases.open(p.case) for p in plans], 32)
-    await gather_limited([lambda p=p: send_events(client, p) for p in plans], 32)
 
 
 async def finish(
