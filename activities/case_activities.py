@@ -12,7 +12,8 @@ from settings import Settings, get_settings
 
 
 class CaseActivities(PersistActivities, NotifyActivities):
-    """``persist`` and ``notify`` sharing one store (and so one connection pool)."""
+    """``persist`` and ``notify`` (one effect, and a batch of them) sharing one store (and so
+    one connection pool)."""
 
     def __init__(self, store: CaseStore, settings: Settings | None = None) -> None:
         PersistActivities.__init__(self, store)
@@ -20,4 +21,4 @@ class CaseActivities(PersistActivities, NotifyActivities):
 
     def activities(self) -> list[Callable[..., Any]]:
         """What to pass to ``Worker(activities=...)``."""
-        return [self.persist, self.notify]
+        return [self.persist, self.persist_batch, self.notify, self.notify_batch]

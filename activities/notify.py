@@ -3,9 +3,14 @@
 The outbox row, keyed by the effect's idempotency key, is written before anything is sent, so
 a retried activity finds it and never mails twice. Once the SMTP server has accepted a message,
 marking the row sent is retried within the attempt while the database is away (a retry of the
-whole activity would send it again); the only gap left is a worker crash, or a database outage
-longer than RECORD_SENT_PATIENCE, between the two, which resends the same Message-ID (mail
-clients collapse it).
+whole activity would send it again).
+
+One gap no sender can close: a worker killed between the SMTP server's acceptance and the
+record of it. SMTP has no way to ask "did you get this?", so the next attempt cannot know; it
+sends again rather than risk losing the message, with the same Message-ID (mail clients collapse
+it), and counts the resend in ``outbox.resent_in_doubt`` (and ``result="resent_in_doubt"``), so
+every possible duplicate is on record. The row's ``handed_at``, written just before the hand-over,
+is how it knows.
 """
 
 from __future__ import annotations
@@ -51,10 +56,20 @@ class NotifyActivities:
 
     @activity.defn(name="notify")
     async def notify(self, request: Notify) -> NotifyResult:
+        async with heartbeating():
+            return await self._counted(request)
+
+    @activity.defn(name="notify_batch")
+    async def notify_batch(self, requests: list[Notify]) -> list[NotifyResult]:
+        """``notify`` for each, in order. A failure raises and Temporal retries the batch: the
+        messages already sent are found sent in the outbox and skipped."""
+        async with heartbeating():
+            return [await self._counted(request) for request in requests]
+
+    async def _counted(self, request: Notify) -> NotifyResult:
         template = str(request.template)
         try:
-            async with heartbeating():
-                result = await self._notify(request)
+            result = await self._notify(request)
         except Exception:
             _count("failed", template)
             raise
@@ -91,6 +106,10 @@ class NotifyActivities:
             log.info("notify.kept", to=entry.recipient, subject=entry.subject)
             return "kept"
 
+        if entry.in_doubt:
+            _count("resent_in_doubt", str(request.template))
+            log.warning("notify.resend_in_doubt", handed_at=str(entry.handed_at))
+        await self.store.outbox_handing(entry.key, datetime.now(UTC), in_doubt=entry.in_doubt)
         # Built from the stored row: a retry sends what was first recorded, word for word.
         message = self.mailer.build(
             to=entry.recipient,

@@ -52,9 +52,32 @@ class EffectOptions:
     start_to_close: timedelta
     retry: RetryPolicy
     heartbeat: timedelta | None = None  # the activity heartbeats (``heartbeating``)
+    batch: int = 1  # effects per activity call; above one the activity takes a list
 
 
-# The workflow runs each kind of effect with these.
+PERSIST_BATCH = "persist_batch"
+NOTIFY_BATCH = "notify_batch"
+# Up to this many pending effects of a kind go in one activity call: a burst of events (a desk
+# catching up, a release shipping) costs a few activities, not one round trip per effect. A
+# retried batch redoes only what is not done (the store's upserts, the outbox's sent marks).
+BATCH = 50
+# Each message in a notify batch is bounded by the mailer's timeout, and heartbeats show it alive.
+NOTIFY_BATCH_TIMEOUT = timedelta(minutes=10)
+
+# The workflow runs each kind of effect with these: one lane per kind (``EFFECT_LANES``), so a
+# mail server that is down delays no database record and no release registration.
+EFFECT_LANES = {
+    "persist": EffectOptions(
+        PERSIST_BATCH, PERSIST_TIMEOUT * 2, PERSIST_RETRY, HEARTBEAT_TIMEOUT, BATCH
+    ),
+    "notify": EffectOptions(
+        NOTIFY_BATCH, NOTIFY_BATCH_TIMEOUT, NOTIFY_RETRY, HEARTBEAT_TIMEOUT, BATCH
+    ),
+    "register": EffectOptions(REGISTER, REGISTER_TIMEOUT, REGISTER_RETRY),
+}
+
+# How runs of cases started before the lanes (no ``effect-lanes`` patch marker in their history)
+# run their effects: one at a time, in order. Kept until no such run is open.
 EFFECT_OPTIONS = {
     "persist": EffectOptions(PERSIST, PERSIST_TIMEOUT, PERSIST_RETRY, HEARTBEAT_TIMEOUT),
     "notify": EffectOptions(NOTIFY, NOTIFY_TIMEOUT, NOTIFY_RETRY, HEARTBEAT_TIMEOUT),

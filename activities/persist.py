@@ -26,3 +26,14 @@ class PersistActivities:
             seq=request.case.seq,
             status=str(request.case.status),
         )
+
+    @activity.defn(name="persist_batch")
+    async def persist_batch(self, requests: list[Persist]) -> None:
+        # One transaction for the batch: a retry rewrites it all, harmlessly (upserts by seq).
+        async with heartbeating():
+            await self.store.save_cases(requests)
+        structlog.get_logger().debug(
+            "persist.saved_batch",
+            keys=[r.key for r in requests],
+            count=len(requests),
+        )

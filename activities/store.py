@@ -7,6 +7,7 @@ that arrive out of order all converge on the newest state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from activities.db import make_engine
 from workflows.contract import Actor, CaseRecord, HistoryRecord, Persist
@@ -112,6 +114,11 @@ outbox = Table(
     Column("sent_at", UtcDateTime),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
+    # Set while an attempt hands the message to the SMTP server: found set by a later attempt,
+    # the earlier one died between the server's acceptance and ``sent_at``, and the message may
+    # have gone out already.
+    Column("handed_at", UtcDateTime),
+    Column("resent_in_doubt", Integer, nullable=False, server_default="0"),
     Index("ix_outbox_case_number", "case_number"),
 )
 
@@ -135,6 +142,13 @@ class OutboxEntry(OutboxMessage):
     sent_at: datetime | None
     attempts: int
     last_error: str | None
+    handed_at: datetime | None = None
+    resent_in_doubt: int = 0
+
+    @property
+    def in_doubt(self) -> bool:
+        """An earlier attempt handed it to the SMTP server and was never heard of again."""
+        return self.sent_at is None and self.handed_at is not None
 
 
 # An error text long enough to diagnose, short enough that a chatty server cannot bloat the row.
@@ -162,6 +176,15 @@ class CaseStore:
 
         One transaction, so a reader never sees a status without the change that led to it.
         """
+        await self.save_cases([persist])
+
+    async def save_cases(self, batch: Sequence[Persist]) -> None:
+        """``save_case`` for each of ``batch``, in one transaction."""
+        async with self.engine.begin() as conn:
+            for persist in batch:
+                await self._save(conn, persist)
+
+    async def _save(self, conn: AsyncConnection, persist: Persist) -> None:
         row = _case_row(persist.case) | {"updated_at": datetime.now(UTC)}
         upsert = self._insert(cases).values(row)
         upsert = upsert.on_conflict_do_update(
@@ -170,11 +193,10 @@ class CaseStore:
             # ">=" keeps a retry of the same write harmless; a stale write changes nothing.
             where=cases.c.seq <= upsert.excluded.seq,
         )
-        async with self.engine.begin() as conn:
-            await conn.execute(upsert)
-            if persist.history is not None:
-                add = self._insert(case_history).values(_history_row(persist.history))
-                await conn.execute(add.on_conflict_do_nothing())
+        await conn.execute(upsert)
+        if persist.history is not None:
+            add = self._insert(case_history).values(_history_row(persist.history))
+            await conn.execute(add.on_conflict_do_nothing())
 
     async def get_case(self, case_number: str) -> CaseRecord | None:
         async with self.engine.connect() as conn:
@@ -196,7 +218,7 @@ class CaseStore:
 
     async def outbox_add(self, message: OutboxMessage, at: datetime) -> OutboxEntry:
         """Record ``message`` unless its key is already there; return what is stored."""
-        row = {**vars(message), "created_at": at, "attempts": 0}
+        row = {**vars(message), "created_at": at, "attempts": 0, "resent_in_doubt": 0}
         add = self._insert(outbox).values(row).on_conflict_do_nothing()
         async with self.engine.begin() as conn:
             await conn.execute(add)
@@ -237,7 +259,18 @@ class CaseStore:
         await self._outbox_update(
             update(outbox)
             .where(outbox.c.key == key)
-            .values(attempts=outbox.c.attempts + 1, last_error=error[:_MAX_ERROR])
+            # The server refused it or was never reached: not in doubt.
+            .values(attempts=outbox.c.attempts + 1, last_error=error[:_MAX_ERROR], handed_at=None)
+        )
+
+    async def outbox_handing(self, key: str, at: datetime, *, in_doubt: bool) -> None:
+        """Record that an attempt is handing the message to the SMTP server now; ``in_doubt``
+        counts a resend after an attempt that died mid-hand-over."""
+        resent = outbox.c.resent_in_doubt + (1 if in_doubt else 0)
+        await self._outbox_update(
+            update(outbox)
+            .where(outbox.c.key == key, outbox.c.sent_at.is_(None))
+            .values(handed_at=at, resent_in_doubt=resent)
         )
 
     async def _outbox_update(self, statement: Any) -> None:

@@ -105,7 +105,21 @@ class SmtpSink:
 
     port: int
     messages: list[Received] = field(default_factory=list)
+    refusing: set[str] = field(default_factory=set)
     _controller: Controller | None = None
+
+    def refuse_once(self, address: str) -> None:
+        """The next message to ``address`` is refused, as a full mailbox refuses it (452)."""
+        self.refusing.add(address)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.refusing:
+            self.refusing.discard(address)
+            return "452 4.2.2 Mailbox full"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     @property
     def url(self) -> str:

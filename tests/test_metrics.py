@@ -166,4 +166,4 @@ def test_every_activity_log_line_carries_case_number_and_workflow_id(scraped: Sc
     for line in notify:
         assert line["case_number"] == scraped.case_number
         assert line["workflow_id"] == f"case-{scraped.case_number}"
-        assert line["activity"] == "notify"
+        assert line["activity"] in ("notify", "notify_batch")

@@ -18,7 +18,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.case_activities import CaseActivities
 from activities.mailer import SmtpServer, message_id
 from activities.migrate import upgrade
-from activities.store import CaseStore
+from activities.store import CaseStore, outbox
 from activities.templates import render
 from settings import Settings
 from workflows.contract import MessageTemplate, Notify
@@ -160,6 +160,28 @@ async def test_a_failed_send_is_recorded_raised_and_later_sent_once(
     entry = await store.outbox_entry(req.key)
     assert entry is not None and entry.sent_at is not None
     assert (entry.attempts, entry.last_error) == (2, None)
+    assert entry.resent_in_doubt == 0, "a refused send is not in doubt"
+
+
+async def test_a_send_cut_by_a_dead_worker_is_resent_and_the_possible_duplicate_recorded(
+    smtp_server: Any,
+    make_activities: Callable[[str | None], CaseActivities],
+    store: CaseStore,
+) -> None:
+    activities = make_activities(smtp_server.url)
+    req = request(MessageTemplate.CLOSING)
+    # What a worker killed (kill -9) mid-hand-over leaves: the row, handed to SMTP, not sent.
+    await notify(activities, req)
+    async with store.engine.begin() as conn:
+        await conn.execute(outbox.update().values(sent_at=None))
+    assert (entry := await store.outbox_entry(req.key)) is not None and entry.in_doubt
+
+    assert await notify(activities, req) == "sent"  # better twice than never
+
+    assert [m.message["Message-ID"] for m in smtp_server.messages] == [message_id(req.key)] * 2
+    entry = await store.outbox_entry(req.key)
+    assert entry is not None and entry.sent_at is not None and not entry.in_doubt
+    assert entry.resent_in_doubt == 1
 
 
 def test_the_worker_registers_the_activities_by_their_wire_names(
@@ -169,7 +191,25 @@ def test_the_worker_registers_the_activities_by_their_wire_names(
         activity._Definition.must_from_callable(fn).name
         for fn in make_activities(None).activities()
     }
-    assert names == {"persist", "notify"}
+    # The single ones stay for runs of cases started before effects ran in batches.
+    assert names == {"persist", "notify", "persist_batch", "notify_batch"}
+
+
+async def test_a_batch_cut_by_a_mail_server_failure_sends_each_message_once_on_retry(
+    smtp_server: Any, make_activities: Callable[[str | None], CaseActivities], store: CaseStore
+) -> None:
+    activities = make_activities(smtp_server.url)
+    first, second = request(MessageTemplate.OPENED), request(MessageTemplate.CLOSING)
+    # The mail server refuses the second message's recipient once (a full mailbox, say).
+    refused = second.model_copy(update={"contact_email": "full@alma.example"})
+    smtp_server.refuse_once("full@alma.example")
+
+    with pytest.raises(Exception, match=r"full@alma\.example"):
+        await ActivityEnvironment().run(activities.notify_batch, [first, refused])
+    results = await ActivityEnvironment().run(activities.notify_batch, [first, refused])
+
+    assert results == ["already_sent", "sent"]
+    assert [m.rcpt_tos for m in smtp_server.messages] == [[CONTACT], ["full@alma.example"]]
 
 
 # ---- message ids and SMTP settings ----------------------------------------------------------

@@ -119,9 +119,37 @@ async def test_migrations_build_the_schema_on_an_empty_database(backend: Backend
     finally:
         await engine.dispose()
     assert {"cases", "case_history", "outbox", "alembic_version"} <= tables
-    assert version == "0001"
+    assert version == "0002"
     # The tables the store writes through are exactly the ones the migrations create.
     assert drift == []
+
+
+async def test_a_message_waiting_in_a_first_version_outbox_survives_the_upgrade(
+    backend: Backend,
+) -> None:
+    url = await backend.fresh()
+    await upgrade(url, "0001")
+    engine = make_engine(url, pooled=False)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (key, case_number, template, recipient, subject, body, "
+                    "message_id, created_at, attempts) VALUES ('k1', 'C-1', 'closing', "
+                    "'ann@alma.example', 'Closing', 'Body', '<k1@support-cases>', :at, 3)"
+                ),
+                {"at": datetime(2026, 11, 1, tzinfo=UTC)},
+            )
+    finally:
+        await engine.dispose()
+    await upgrade(url)
+    store = CaseStore(url)
+    try:
+        entry = await store.outbox_entry("k1")
+    finally:
+        await store.dispose()
+    assert entry is not None and entry.sent_at is None and entry.attempts == 3
+    assert (entry.in_doubt, entry.resent_in_doubt) == (False, 0)
 
 
 async def test_migrations_downgrade_and_upgrade_again(backend: Backend) -> None:

@@ -2,9 +2,10 @@
 
 Handlers validate a payload and hand the event to ``lifecycle.decide``; the run loop sleeps
 until the next deadline (an absolute instant derived from state) or until an event changes the
-state; a separate pump runs the queued effects as activities, in order, so a slow SMTP server
-never delays a deadline. Signals arrive through one dynamic handler so that every payload,
-however malformed, is seen raw and recorded rather than dropped by the SDK.
+state; separate lanes run the queued effects as activities, one lane per kind of effect, each in
+order and in batches, so a slow SMTP server never delays a deadline nor a database record.
+Signals arrive through one dynamic handler so that every payload, however malformed, is seen
+raw and recorded rather than dropped by the SDK.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from activities.options import EFFECT_OPTIONS
+from activities.options import EFFECT_LANES, EFFECT_OPTIONS, EffectOptions
 from workflows import lifecycle, metrics, search
 from workflows.contract import (
     CASE_WORKFLOW,
@@ -42,8 +43,11 @@ from workflows.payloads import Malformed, decode_object, excerpt, explain
 
 # Continue-as-new well before Temporal's own limits; a quiet case never gets near this.
 HISTORY_BOUND = 1_500
-# How long a pending continue-as-new waits for the activity in flight before carrying it over.
+# How long a pending continue-as-new waits for the activities in flight before carrying them over.
 DRAIN_WAIT = timedelta(minutes=10)
+# Runs that record this marker run their effects in lanes (per kind, batched); runs started
+# before it existed replay their one-at-a-time effects unchanged (README, "Changing the workflow").
+EFFECT_LANES_PATCH = "effect-lanes"
 
 EVENTS: dict[str, type[BaseModel]] = {
     "customer_reply": CustomerReply,
@@ -58,7 +62,7 @@ class SupportCase:
     @workflow.init
     def __init__(self, start: RawValue) -> None:
         self._effects: deque[Effect] = deque()
-        self._effect_running = False
+        self._running: set[str] = set()  # the lanes with an activity in flight
         self._draining = False
         self._search: dict[str, object] = {}
         self._start_error: str | None = None
@@ -95,12 +99,14 @@ class SupportCase:
             )
         if self._opened_now:
             metrics.transition(None, self._state.status)
-        pump = asyncio.create_task(self._run_effects())
+        pump = asyncio.create_task(
+            self._run_lanes() if workflow.patched(EFFECT_LANES_PATCH) else self._run_in_order()
+        )
         while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
             await self._sleep_until_next_deadline()
         self._publish_if_changed()
         if self._state.status is Status.CLOSED:
-            await workflow.wait_condition(lambda: not self._effects and not self._effect_running)
+            await workflow.wait_condition(lambda: not self._effects and not self._running)
             pump.cancel()
             return lifecycle.snapshot(self._state)
         await self._continue_as_new(pump)
@@ -145,46 +151,61 @@ class SupportCase:
         )
 
     async def _continue_as_new(self, pump: asyncio.Task[None]) -> None:
-        # Let the activity in flight finish, so the next run does not start the same effect twice
-        # at once; a stuck one (SMTP down for long) is carried over and retried by the next run.
+        # Let the activities in flight finish, so the next run does not start the same effects
+        # twice at once; stuck ones (SMTP down for long) are carried over and retried.
         self._draining = True
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: not self._effect_running, timeout=DRAIN_WAIT)
+            await workflow.wait_condition(lambda: not self._running, timeout=DRAIN_WAIT)
         await workflow.wait_condition(workflow.all_handlers_finished)
         pump.cancel()
         workflow.continue_as_new(CarriedState(carried=self._state, effects=list(self._effects)))
 
     # ---- effects ------------------------------------------------------------------------------
 
-    async def _run_effects(self) -> None:
+    async def _run_lanes(self) -> None:
+        await asyncio.gather(*(self._lane(kind, options) for kind, options in EFFECT_LANES.items()))
+
+    async def _lane(self, kind: str, options: EffectOptions) -> None:
+        def pending() -> list[Effect]:
+            return [e for e in self._effects if e.kind == kind]
+
+        while True:
+            await workflow.wait_condition(lambda: not self._draining and bool(pending()))
+            batch = pending()[: options.batch]
+            self._running.add(kind)
+            try:
+                await self._execute(options, batch)
+            except ActivityError as err:
+                # Retries are unlimited, so this is a non-retryable failure: a bug, not an outage.
+                keys = [e.key for e in batch]
+                workflow.logger.error("effects failed", extra={"keys": keys, "error": str(err)})
+            finally:
+                self._running.discard(kind)
+            done = {id(e) for e in batch}
+            self._effects = deque(e for e in self._effects if id(e) not in done)
+
+    async def _run_in_order(self) -> None:
+        """The effects of a run started before the lanes: one at a time, in order."""
         while True:
             await workflow.wait_condition(lambda: bool(self._effects) and not self._draining)
             effect = self._effects[0]
-            self._effect_running = True
+            self._running.add("any")
             try:
-                await self._execute(effect)
+                await self._execute(EFFECT_OPTIONS[effect.kind], [effect])
             except ActivityError as err:
-                # Retries are unlimited, so this is a non-retryable failure: a bug, not an outage.
                 workflow.logger.error("effect failed", extra={"key": effect.key, "error": str(err)})
             finally:
-                self._effect_running = False
+                self._running.discard("any")
             self._effects.popleft()
 
-    async def _execute(self, effect: Effect) -> None:
-        options = EFFECT_OPTIONS[effect.kind]
-        if isinstance(effect, Persist):
-            summary = f"record {effect.history.to_status if effect.history else 'case'}"
-        elif isinstance(effect, Notify):
-            summary = f"email {effect.template} to {effect.recipient}"
-        else:
-            summary = f"register with release {effect.release_id}"
+    async def _execute(self, options: EffectOptions, batch: list[Effect]) -> None:
         await workflow.execute_activity(
             options.activity,
-            effect,
+            batch if options.batch > 1 else batch[0],
             start_to_close_timeout=options.start_to_close,
             heartbeat_timeout=options.heartbeat,
             retry_policy=options.retry,
-            summary=summary,
+            summary=summarize(batch),
         )
 
     # ---- events -------------------------------------------------------------------------------
@@ -329,3 +350,16 @@ def _asked(name: str, event: BaseModel) -> str:
     if isinstance(event, CustomerReply):
         return f"customer reply by {event.actor.role}"
     return name
+
+
+def summarize(batch: Sequence[Effect]) -> str:
+    """What the UI shows on the activity: what the effects do, in a line."""
+    if len(batch) > 1:
+        noun = {"persist": "status changes", "notify": "emails"}.get(batch[0].kind, "effects")
+        return f"{batch[0].kind} {len(batch)} {noun}"
+    effect = batch[0]
+    if isinstance(effect, Persist):
+        return f"record {effect.history.to_status if effect.history else 'case'}"
+    if isinstance(effect, Notify):
+        return f"email {effect.template} to {effect.recipient}"
+    return f"register with release {effect.release_id}"

@@ -77,9 +77,14 @@ def pytest_sessionfinish() -> None:
         print(f"left out, too big: {line}", file=sys.__stdout__)
 
 
+def current(folder: Path) -> list[Path]:
+    """The captures of today's code; ``*.before-<patch>.json`` are an older shape, kept."""
+    return sorted(p for p in folder.glob("*.json") if ".before-" not in p.name)
+
+
 def main() -> int:
     HISTORIES.mkdir(parents=True, exist_ok=True)
-    for old in HISTORIES.glob("*.json"):
+    for old in current(HISTORIES):
         old.unlink()
     command = [
         sys.executable,
@@ -95,7 +100,7 @@ def main() -> int:
         *SCENARIOS,
     ]
     code = subprocess.call(command, cwd=REPO)
-    files = sorted(HISTORIES.glob("*.json"))
+    files = current(HISTORIES)
     total = sum(f.stat().st_size for f in files)
     print(f"{len(files)} histories, {total // 1024} KiB, in {HISTORIES}")
     return code

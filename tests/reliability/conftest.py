@@ -54,7 +54,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write("")
     write("reliability scenarios")
     header = (
-        f"{'scenario':<44} {'cases':>5} {'mail exp':>8} {'mail got':>8} {'dup':>4} "
+        f"{'scenario':<44} {'cases':>5} {'mail exp':>8} {'mail got':>8} {'dup':>4} {'doubt':>5} "
         f"{'miss':>4} {'stuck':>5} {'rows exp':>8} {'rows':>6} {'s':>6}  notes"
     )
     write(header)
@@ -62,7 +62,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for t in TALLIES:
         write(
             f"{t.scenario[:44]:<44} {t.cases:>5} {t.messages_expected:>8} "
-            f"{t.messages_received:>8} {t.duplicates:>4} {t.missing:>4} {t.stuck:>5} "
+            f"{t.messages_received:>8} {t.duplicates:>4} {t.in_doubt:>5} {t.missing:>4} "
+            f"{t.stuck:>5} "
             f"{t.history_rows_expected:>8} {t.history_rows:>6} {t.seconds:>6.1f}  {t.notes}"
         )
     write(f"reliability suite run time: {sum(_DURATIONS.values()):.1f} s")

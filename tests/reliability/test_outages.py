@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from activities import upgrade
+from activities.options import NOTIFY_BATCH, PERSIST_BATCH
 from activities.store import CaseStore
 from tests.reliability.harness import (
     Plan,
@@ -158,7 +159,7 @@ async def test_smtp_outage_retries_with_back_off_and_sends_each_message_once(
         async def nothing() -> None:
             pass
 
-        retries = await outage(nothing, restart, env.client, plans, "notify", SMTP_OUTAGE)
+        retries = await outage(nothing, restart, env.client, plans, NOTIFY_BATCH, SMTP_OUTAGE)
         assert not inbox.messages
         pending = await store.outbox(pending_only=True)
         assert pending and all(e.last_error and e.sent_at is None for e in pending)
@@ -217,7 +218,7 @@ async def test_database_outage_persist_retries_and_every_row_exists_once(
             proxy.cut()
 
         cut_at = datetime.now(UTC)
-        retries = await outage(cut, proxy.restore, env.client, plans, "persist", DB_OUTAGE)
+        retries = await outage(cut, proxy.restore, env.client, plans, PERSIST_BATCH, DB_OUTAGE)
         back_off = check_back_off(retries, 1.0, DB_OUTAGE)
         took = await recover(env.client, inbox, store, plans, tally)
     finally:

@@ -69,7 +69,9 @@ async def finish(
 
     await wait_until(done, timeout, progress)
     await asyncio.sleep(1.0)  # a late duplicate would arrive now
-    await check_outcome(client, store, plans, expected, message_ids(inbox.messages), tally)
+    await check_outcome(
+        client, store, plans, expected, message_ids(inbox.messages), tally, killed=True
+    )
     return await check_deadline_instants(store, plans)
 
 
@@ -130,7 +132,8 @@ async def test_worker_kill_9_with_200_cases_mid_lifecycle(
     tally.notes = (
         f"{describe_plans(plans)}; at the kill: {in_activities} in activities, "
         f"{on_timers} on timers; recovered {time.monotonic() - started:.0f} s after restart; "
-        f"{timers} timer transitions at their instants"
+        f"{timers} timer transitions at their instants; {tally.in_doubt} sends cut by the "
+        "kill resent in doubt"
     )
 
 
@@ -170,5 +173,6 @@ async def test_two_workers_one_killed_the_other_finishes(
         f"{describe_plans(plans)}; emails sent by the killed worker {sent_by_doomed}, "
         f"by the survivor {sent_by_survivor}; at the kill: {in_activities} in activities, "
         f"{on_timers} on timers; finished {time.monotonic() - started:.0f} s after the kill; "
-        f"{timers} timer transitions at their instants"
+        f"{timers} timer transitions at their instants; {tally.in_doubt} sends cut by the "
+        "kill resent in doubt"
     )
