@@ -3,7 +3,8 @@
 ``BareCase`` receives the same signals, sleeps on the same timers and runs the same number of
 activities as one ``SupportCase`` going through the benchmark's lifecycle (``LIFECYCLE``), in
 the same order, but decides nothing: a signal is a name appended to a queue, a timer is
-``workflow.sleep``, an activity is ``bare_effect``, which returns at once (no I/O). No pydantic,
+``workflow.sleep``, an activity is ``bare_effect``, which returns at once (no I/O); a step's
+activities run at once, as the case's effect lanes run them. No pydantic,
 no search attributes, no current details, no metrics: what Temporal itself costs for that many
 signals, timers and activities on the same server, with the SDK's default sandbox.
 
@@ -15,6 +16,7 @@ in Closing).
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from datetime import datetime, timedelta
 
@@ -53,10 +55,15 @@ async def bare_effect(key: str) -> None:
 
 
 async def _effects(key: str, count: int) -> None:
-    for i in range(count):
-        await workflow.execute_activity(
-            "bare_effect", f"{key}:{i}", start_to_close_timeout=EFFECT_TIMEOUT
+    # At once, as the case runs a step's effects (its lanes: record, email, registration).
+    await asyncio.gather(
+        *(
+            workflow.execute_activity(
+                "bare_effect", f"{key}:{i}", start_to_close_timeout=EFFECT_TIMEOUT
+            )
+            for i in range(count)
         )
+    )
 
 
 @workflow.defn(name=BARE_CASE)

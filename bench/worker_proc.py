@@ -47,8 +47,16 @@ class NoopCaseActivities:
     async def notify(self, request: Notify) -> str:
         return "kept"
 
+    @activity.defn(name="persist_batch")
+    async def persist_batch(self, requests: list[Persist]) -> None:
+        return None
+
+    @activity.defn(name="notify_batch")
+    async def notify_batch(self, requests: list[Notify]) -> list[str]:
+        return ["kept"] * len(requests)
+
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.persist, self.notify]
+        return [self.persist, self.notify, self.persist_batch, self.notify_batch]
 
 
 class NoopReleaseActivities:

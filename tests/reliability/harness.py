@@ -407,23 +407,28 @@ async def stuck(client: Client, workflow_ids: Sequence[str], bound: float) -> li
     ]
 
 
+SERVER_CLOSED_TASKS = (
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND,
+)
+
+
 async def failed_workflow_tasks(client: Client, workflow_id: str) -> list[str]:
     """``WorkflowTaskFailed`` events across every run of the case: a bug, never an outage.
 
-    Except the server's own "unhandled command": a signal arrived while the workflow was
-    completing its task with a continue-as-new, so the server refused that completion to hand
-    the workflow the signal first. That is Temporal keeping a signal from being lost, and the
-    SDK simply runs the task again."""
+    Except two the server records on its own, neither a failure of the workflow code:
+    "unhandled command" (a signal arrived while the workflow was completing its task with a
+    continue-as-new, so the server refused that completion to hand the workflow the signal
+    first) and "force close command" (more events arrived behind a task in flight than the
+    server buffers, ``history.maximumBufferedEventsBatch``, 100: it closes that task, here one a
+    killed worker held, and hands all of them to the next). The SDK simply runs the task again."""
     failures = []
     async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
         handle = client.get_workflow_handle(workflow_id, run_id=execution.run_id)
         async for event in handle.fetch_history_events():
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
                 attrs = event.workflow_task_failed_event_attributes
-                if (
-                    attrs.cause
-                    == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
-                ):
+                if attrs.cause in SERVER_CLOSED_TASKS:
                     continue
                 cause = WorkflowTaskFailedCause.Name(attrs.cause)
                 failures.append(f"{execution.run_id}: {cause} {attrs.failure.message}")
