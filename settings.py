@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
     metrics_port: int | None = None
+    # Off runs the workflows without the SDK's sandbox (faster, less memory per cached case);
+    # their determinism then rests on the code alone, which the replay tests check sandboxed.
+    workflow_sandbox: bool = True
     # The embedded Temporal dev server (``python worker.py`` with no Temporal address configured).
     dev_server_port: int = 7233  # gRPC front end: the address clients connect to
     ui_port: int = 8233  # the Web UI

@@ -31,7 +31,7 @@ if __name__ == "__main__":
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import logs
@@ -79,6 +79,14 @@ PASSTHROUGH = (
 )
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    if not settings.workflow_sandbox:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    )
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -110,9 +118,7 @@ def build_worker(
         interceptors=interceptors,
         workflows=[SupportCase, Release, ReleaseTrain],
         activities=[*case_activities.activities(), *release_activities.activities()],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(settings),
         **options,  # type: ignore[arg-type]
     )
 

@@ -242,10 +242,14 @@ def unique() -> Callable[[str], str]:
 
 
 @pytest.fixture
-def worker_settings(tmp_path: Any, inbox: Inbox, unique: Callable[[str], str]) -> Any:
+def worker_settings(
+    request: pytest.FixtureRequest, tmp_path: Any, inbox: Inbox, unique: Callable[[str], str]
+) -> Any:
+    """The worker's settings; ``indirect`` parametrisation with False runs it unsandboxed."""
     from settings import Settings
 
     return Settings(
+        workflow_sandbox=getattr(request, "param", True),
         task_queue=unique("tq"),
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}",
         smtp_url=inbox.url,

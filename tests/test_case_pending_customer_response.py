@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tests.scenario import TIER1, Case
 
 DAY = timedelta(days=1)
@@ -14,6 +16,10 @@ DAY = timedelta(days=1)
 MARGIN = timedelta(minutes=1)
 
 
+# Also with the workflow sandbox off (CASES_WORKFLOW_SANDBOX=false), the faster way to run it.
+@pytest.mark.parametrize(
+    "worker_settings", [True, False], ids=["sandbox", "no-sandbox"], indirect=True
+)
 async def test_two_weeks_reminder_then_closing_then_closed(
     env, case_worker, worker_settings, inbox, unique
 ):
