@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # Off runs the workflows without the SDK's sandbox (faster, less memory per cached case);
     # their determinism then rests on the code alone, which the replay tests check sandboxed.
     workflow_sandbox: bool = True
+    # Cases kept in the worker's memory between their events (the SDK's max_cached_workflows):
+    # fewer bound the memory (about 150 KiB each) at the price of a replay when an evicted case
+    # wakes.
+    workflow_cache: int = 1000
     # The embedded Temporal dev server (``python worker.py`` with no Temporal address configured).
     dev_server_port: int = 7233  # gRPC front end: the address clients connect to
     ui_port: int = 8233  # the Web UI

@@ -106,6 +106,7 @@ def build_worker(
         "max_concurrent_activities",
         SQLITE_ACTIVITY_SLOTS if is_sqlite(async_url(settings.database_url)) else ACTIVITY_SLOTS,
     )
+    options.setdefault("max_cached_workflows", settings.workflow_cache)
     release_activities = ReleaseActivities(
         client, concurrency=int(fan_out) if isinstance(fan_out, int) else None
     )
