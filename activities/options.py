@@ -61,6 +61,9 @@ NOTIFY_BATCH = "notify_batch"
 # catching up, a release shipping) costs a few activities, not one round trip per effect. A
 # retried batch redoes only what is not done (the store's upserts, the outbox's sent marks).
 BATCH = 50
+# And up to this many bytes of input per call: Temporal refuses a payload over 2 MB (and warns
+# over 512 KB), and one email may quote a customer's comment of up to 64 KiB.
+BATCH_BYTES = 256 * 1024
 # Each message in a notify batch is bounded by the mailer's timeout, and heartbeats show it alive.
 NOTIFY_BATCH_TIMEOUT = timedelta(minutes=10)
 

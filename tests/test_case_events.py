@@ -12,6 +12,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 
+from activities.options import BATCH_BYTES
 from starter.client import CaseRejected
 from tests.scenario import CUSTOMER, TIER1, Case
 from workflows.contract import Actor, CustomerReply, TransitionRequest
@@ -36,6 +37,36 @@ async def test_a_duplicate_event_id_has_one_effect(
     await inbox.wait_for(Subject="comment")
     await asyncio.sleep(0.5)
     assert len(inbox.matching(Subject="comment")) == 1
+
+
+async def test_sixty_long_comments_in_a_burst_go_out_in_bounded_batches(
+    env, case_worker, worker_settings, inbox, unique
+):
+    # A customer's system pastes a long log sixty times: 570 KB of emails to send at once, more
+    # than Temporal likes in one payload (it warns above 512 KB, refuses above 2 MB), so the
+    # emails go out in batches of at most BATCH_BYTES.
+    case = await Case(env, worker_settings.task_queue, unique("logs")).open()
+    await case.to("Tier 1 Analysis", TIER1)
+    log = "ERROR loans.export: totals differ by the renewals of the last day\n" * 140
+    assert 9_000 < len(log) <= 10_000  # the longest comment a reply may carry
+    for n in range(60):
+        reply = CustomerReply(text=log, actor=CUSTOMER, event_id=f"portal-{n}")
+        await case.client.signal(case.number, "customer_reply", reply)
+
+    for _ in range(300):
+        if len(inbox.matching(Subject="comment")) >= 60:
+            break
+        await asyncio.sleep(0.1)
+    assert len(inbox.matching(Subject="comment")) == 60
+    events = [e async for e in case.handle.fetch_history_events()]
+    assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED]
+    inputs = [
+        e.activity_task_scheduled_event_attributes.input.ByteSize()
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "notify_batch"
+    ]
+    assert max(inputs) <= BATCH_BYTES + 16 * 1024, inputs  # the bound, give or take one email
 
 
 def raw(data: bytes, encoding: bytes = b"json/plain") -> RawValue:

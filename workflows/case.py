@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from activities.options import EFFECT_LANES, EFFECT_OPTIONS, EffectOptions
+from activities.options import BATCH_BYTES, EFFECT_LANES, EFFECT_OPTIONS, EffectOptions
 from workflows import lifecycle, metrics, search
 from workflows.contract import (
     CASE_WORKFLOW,
@@ -171,7 +171,7 @@ class SupportCase:
 
         while True:
             await workflow.wait_condition(lambda: not self._draining and bool(pending()))
-            batch = pending()[: options.batch]
+            batch = take(pending(), options.batch, BATCH_BYTES)
             self._running.add(kind)
             try:
                 await self._execute(options, batch)
@@ -350,6 +350,18 @@ def _asked(name: str, event: BaseModel) -> str:
     if isinstance(event, CustomerReply):
         return f"customer reply by {event.actor.role}"
     return name
+
+
+def take(effects: Sequence[Effect], count: int, limit: int) -> list[Effect]:
+    """The first effects, at most ``count`` of them and ``limit`` bytes of JSON, at least one."""
+    batch: list[Effect] = []
+    size = 0
+    for effect in effects[:count]:
+        size += len(effect.model_dump_json())
+        if batch and size > limit:
+            break
+        batch.append(effect)
+    return batch
 
 
 def summarize(batch: Sequence[Effect]) -> str:
