@@ -79,6 +79,20 @@ def worker_environment(**settings: str) -> dict[str, str]:
     return base
 
 
+def case_worker_environment(
+    env: Any, task_queue: str, database_url: str, inbox: Any, **more: str
+) -> dict[str, str]:
+    """``worker_environment`` for a worker of the test's dev server, task queue, case store and
+    SMTP sink."""
+    return worker_environment(
+        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
+        CASES_TASK_QUEUE=task_queue,
+        CASES_DATABASE_URL=database_url,
+        CASES_SMTP_URL=inbox.url,
+        **more,
+    )
+
+
 @dataclass
 class WorkerProcess:
     """``python worker.py`` in its own process group, its output in ``log_path``."""

@@ -36,13 +36,13 @@ from tests.reliability.harness import (
     Tally,
     WorkerProcess,
     case_input,
+    case_worker_environment,
     describe,
     failed_workflow_tasks,
     message_ids,
     send_events,
     to,
     wait_until,
-    worker_environment,
 )
 from workflows import lifecycle
 from workflows.case import EVENTS
@@ -237,14 +237,8 @@ async def live(
 ) -> Any:
     url = await postgres_databases.create()
     task_queue = unique("hostile")
-    worker = spawn_worker(
-        worker_environment(
-            TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-            CASES_TASK_QUEUE=task_queue,
-            CASES_DATABASE_URL=url,  # PostgreSQL: stricter about text than SQLite
-            CASES_SMTP_URL=inbox.url,
-        )
-    )
+    # PostgreSQL: stricter about text than SQLite.
+    worker = spawn_worker(case_worker_environment(env, task_queue, url, inbox))
     prefix = unique("H")
     plans = [
         Plan(case_input(f"{prefix}-t1"), [to("Tier 1 Analysis", TIER1, event_id="portal-1")]),

@@ -26,6 +26,7 @@ from tests.reliability.harness import (
     Tally,
     WorkerProcess,
     case_input,
+    case_worker_environment,
     check_outcome,
     expect,
     failed_workflow_tasks,
@@ -34,7 +35,6 @@ from tests.reliability.harness import (
     send_events,
     to,
     wait_until,
-    worker_environment,
 )
 from workflows import lifecycle
 from workflows.case import HISTORY_BOUND
@@ -166,14 +166,7 @@ async def test_one_case_through_5000_events(
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
     task_queue = unique("long")
-    worker = spawn_worker(
-        worker_environment(
-            TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-            CASES_TASK_QUEUE=task_queue,
-            CASES_DATABASE_URL=url,
-            CASES_SMTP_URL=inbox.url,
-        )
-    )
+    worker = spawn_worker(case_worker_environment(env, task_queue, url, inbox))
     plan = Plan(case_input(unique("L")), long_life(EVENTS), "long life")
     points = checkpoints(plan, CHUNK)
     await worker.ready()

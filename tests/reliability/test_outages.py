@@ -20,6 +20,7 @@ from tests.reliability.harness import (
     Plan,
     Tally,
     WorkerProcess,
+    case_worker_environment,
     check_deadline_instants,
     check_outcome,
     describe_all,
@@ -29,7 +30,6 @@ from tests.reliability.harness import (
     mixed_plans,
     open_and_drive,
     wait_until,
-    worker_environment,
 )
 from tests.reliability.tcp_proxy import TcpProxy
 from workflows.contract import DeadlinePolicy
@@ -138,14 +138,7 @@ async def test_smtp_outage_retries_with_back_off_and_sends_each_message_once(
 ) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
     task_queue = unique("smtp")
-    worker = spawn_worker(
-        worker_environment(
-            TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-            CASES_TASK_QUEUE=task_queue,
-            CASES_DATABASE_URL=url,
-            CASES_SMTP_URL=inbox.url,
-        )
-    )
+    worker = spawn_worker(case_worker_environment(env, task_queue, url, inbox))
     plans = mixed_plans(unique("S"), 30, POLICY)
     await worker.ready()
     store = CaseStore(url)
@@ -189,14 +182,7 @@ async def test_database_outage_persist_retries_and_every_row_exists_once(
     proxy = await TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
     proxied = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
     task_queue = unique("db")
-    worker = spawn_worker(
-        worker_environment(
-            TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-            CASES_TASK_QUEUE=task_queue,
-            CASES_DATABASE_URL=proxied,
-            CASES_SMTP_URL=inbox.url,
-        )
-    )
+    worker = spawn_worker(case_worker_environment(env, task_queue, proxied, inbox))
     plans = mixed_plans(unique("D"), 30, POLICY)
     store = CaseStore(direct)  # the test reads around the proxy
     try:

@@ -19,6 +19,7 @@ from tests.reliability.harness import (
     Plan,
     Tally,
     WorkerProcess,
+    case_worker_environment,
     check_deadline_instants,
     check_outcome,
     describe_all,
@@ -28,7 +29,6 @@ from tests.reliability.harness import (
     mixed_plans,
     open_and_drive,
     wait_until,
-    worker_environment,
 )
 from workflows.contract import DeadlinePolicy
 
@@ -108,12 +108,7 @@ async def test_worker_kill_9_with_200_cases_mid_lifecycle(
 ) -> None:
     url = await postgres_databases.create()
     task_queue = unique("kill9")
-    settings = worker_environment(
-        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-        CASES_TASK_QUEUE=task_queue,
-        CASES_DATABASE_URL=url,
-        CASES_SMTP_URL=inbox.url,
-    )
+    settings = case_worker_environment(env, task_queue, url, inbox)
     plans = mixed_plans(unique("K"), 200, POLICY)
     first = spawn_worker(settings, "first")
     await first.ready()
@@ -147,12 +142,7 @@ async def test_two_workers_one_killed_the_other_finishes(
 ) -> None:
     url = await postgres_databases.create()
     task_queue = unique("pair")
-    settings = worker_environment(
-        TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-        CASES_TASK_QUEUE=task_queue,
-        CASES_DATABASE_URL=url,
-        CASES_SMTP_URL=inbox.url,
-    )
+    settings = case_worker_environment(env, task_queue, url, inbox)
     plans = mixed_plans(unique("P"), 100, POLICY)
     doomed, survivor = spawn_worker(settings, "doomed"), spawn_worker(settings, "survivor")
     await asyncio.gather(doomed.ready(), survivor.ready())
