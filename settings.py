@@ -10,7 +10,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.calendar import SHORTEST_SPAN
+from workflows.contract import DeadlinePolicy, PolicyOverrides, PolicySettings
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
 
@@ -23,6 +27,13 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     mail_from: str = "Support <support-cases@localhost>"
     support_email: str = "support-team@localhost"
+    development_email: str = "development-team@localhost"
+    # The organisation's deadline policy for new cases, e.g. "pcr_reminder=10d,pcr_closing=20d"
+    # (unset fields keep the guide's); a case keeps the policy it opened with.
+    default_policy: str = ""
+    # The shortest deadline a policy may have: 1 minute in production; tests and demos on a
+    # stopwatch may lower it (never below one second).
+    policy_shortest: str = "1min"
     log_format: Literal["console", "json"] = "console"
     log_level: str = "INFO"
     metrics_port: int | None = None
@@ -38,6 +49,37 @@ class Settings(BaseSettings):
     ui_port: int = 8233  # the Web UI
     http_port: int = 7243  # the HTTP API (plain JSON), for systems without a Temporal SDK
     data_dir: Path = DATA_DIR  # the dev server's SQLite file and log live here
+
+
+def policy_settings(settings: Settings) -> PolicySettings:
+    """CASES_DEFAULT_POLICY and CASES_POLICY_SHORTEST as the cases read them; a bad value is a
+    ``ValueError`` naming the setting, raised when the worker starts."""
+    fields: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in settings.default_policy.split(","))):
+        name, sep, span = item.partition("=")
+        if not sep:
+            raise ValueError(f"CASES_DEFAULT_POLICY takes FIELD=SPAN items, not {item!r}")
+        fields[name.strip()] = span.strip()
+    try:
+        default = PolicyOverrides.model_validate(fields)
+        DeadlinePolicy().with_fields(default)
+    except ValidationError as err:
+        raise ValueError(f"CASES_DEFAULT_POLICY: {_errors(err)}") from None
+    try:
+        result = PolicySettings(default=default, shortest=settings.policy_shortest)
+    except ValidationError as err:
+        raise ValueError(f"CASES_POLICY_SHORTEST: {_errors(err)}") from None
+    if result.shortest.unit == "mo" or not result.shortest.at_most(SHORTEST_SPAN):
+        raise ValueError("CASES_POLICY_SHORTEST: at most 1min (lower it for tests and demos)")
+    return result
+
+
+def _errors(err: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or 'policy'}: "
+        f"{str(e['msg']).removeprefix('Value error, ')}"
+        for e in err.errors()
+    )
 
 
 @lru_cache

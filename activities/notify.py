@@ -84,8 +84,10 @@ class NotifyActivities:
             attempt=activity.info().attempt if activity.in_activity() else None,
         )
         # Resolved here, not in the workflow, so a changed team address needs no replay.
-        support = request.recipient == "support"
-        to = self.settings.support_email if support else request.contact_email
+        to = {
+            "support": self.settings.support_email,
+            "development": self.settings.development_email,
+        }.get(request.recipient, request.contact_email)
         rendered = render(request.template, request.case_number, request.facts)
         entry = await self.store.outbox_add(
             OutboxMessage(

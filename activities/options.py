@@ -41,6 +41,11 @@ NOTIFY_RETRY = RetryPolicy(
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 HEARTBEAT_EVERY = timedelta(seconds=2)
 
+# A local activity when a case opens: the worker's policy settings, recorded in the case's history
+# so that a replay reads the same even after the setting changed.
+POLICY_SETTINGS = "policy_settings"
+POLICY_SETTINGS_TIMEOUT = timedelta(seconds=10)
+
 REGISTER = "register_with_release"
 REGISTER_TIMEOUT = timedelta(seconds=30)
 REGISTER_RETRY = PERSIST_RETRY  # a call to the Temporal server: short blips, retried for good

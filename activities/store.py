@@ -7,6 +7,7 @@ that arrive out of order all converge on the newest state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from activities.db import make_engine
-from workflows.contract import Actor, CaseRecord, HistoryRecord, Persist
+from workflows.contract import (
+    Actor,
+    CaseRecord,
+    HistoryRecord,
+    Persist,
+    PolicyChangeRecord,
+    PolicyFieldChange,
+)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -96,8 +104,25 @@ case_history = Table(
     Column("actor_name", String(200), nullable=False),
     Column("actor_institution", String(200)),
     Column("note", Text),
+    # A deadline's move: when it was due (``at`` is when it acted, later after an outage).
+    Column("due", UtcDateTime),
     # One row per status change: the workflow's sequence number makes a retried write a no-op.
     PrimaryKeyConstraint("case_number", "seq", name="pk_case_history"),
+)
+
+policy_changes = Table(
+    "policy_changes",
+    metadata,
+    Column("case_number", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor_role", String(32), nullable=False),
+    Column("actor_name", String(200), nullable=False),
+    Column("actor_institution", String(200)),
+    Column("reason", Text, nullable=False),
+    # [{"field": ..., "old": ..., "new": ...}, ...] as JSON text: read whole, never queried into.
+    Column("changes", Text, nullable=False),
+    PrimaryKeyConstraint("case_number", "seq", name="pk_policy_changes"),
 )
 
 outbox = Table(
@@ -197,6 +222,9 @@ class CaseStore:
         if persist.history is not None:
             add = self._insert(case_history).values(_history_row(persist.history))
             await conn.execute(add.on_conflict_do_nothing())
+        if persist.policy_change is not None:
+            change = self._insert(policy_changes).values(_policy_row(persist.policy_change))
+            await conn.execute(change.on_conflict_do_nothing())
 
     async def get_case(self, case_number: str) -> CaseRecord | None:
         async with self.engine.connect() as conn:
@@ -213,6 +241,16 @@ class CaseStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_history_record(row) for row in rows]
+
+    async def policy_changes(self, case_number: str) -> list[PolicyChangeRecord]:
+        query = (
+            select(policy_changes)
+            .where(policy_changes.c.case_number == case_number)
+            .order_by(policy_changes.c.seq)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_policy_record(row) for row in rows]
 
     # ---- outbox -----------------------------------------------------------------------------
 
@@ -303,19 +341,48 @@ def _history_row(entry: HistoryRecord) -> dict[str, Any]:
         "actor_name": entry.actor.name,
         "actor_institution": entry.actor.institution,
         "note": entry.note,
+        "due": entry.due,
     }
 
 
-def _history_record(row: Any) -> HistoryRecord:
-    actor = Actor(
+def _policy_row(change: PolicyChangeRecord) -> dict[str, Any]:
+    return {
+        "case_number": change.case_number,
+        "seq": change.seq,
+        "at": change.at,
+        "actor_role": str(change.actor.role),
+        "actor_name": change.actor.name,
+        "actor_institution": change.actor.institution,
+        "reason": change.reason,
+        "changes": json.dumps([c.model_dump() for c in change.changes]),
+    }
+
+
+def _policy_record(row: Any) -> PolicyChangeRecord:
+    return PolicyChangeRecord(
+        case_number=row["case_number"],
+        seq=row["seq"],
+        at=row["at"],
+        actor=_actor(row),
+        reason=row["reason"],
+        changes=[PolicyFieldChange.model_validate(c) for c in json.loads(row["changes"])],
+    )
+
+
+def _actor(row: Any) -> Actor:
+    return Actor(
         role=row["actor_role"], name=row["actor_name"], institution=row["actor_institution"]
     )
+
+
+def _history_record(row: Any) -> HistoryRecord:
     return HistoryRecord(
         case_number=row["case_number"],
         seq=row["seq"],
         from_status=row["from_status"],
         to_status=row["to_status"],
         at=row["at"],
-        actor=actor,
+        actor=_actor(row),
         note=row["note"],
+        due=row["due"],
     )

@@ -56,20 +56,19 @@ def _instant(value: Any) -> str | None:
         return str(value)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%A %d %B %Y, %H:%M UTC")
+    moment = moment.astimezone(UTC)
+    return f"{moment:%A} {moment.day} {moment:%B %Y, %H:%M} UTC"
 
 
 def _closes(facts: Facts) -> str:
-    """When the case closes, as precisely as the facts allow."""
-    days = facts.get("closes_in_days")
+    """When the case closes: the period of the case's policy and the date."""
+    period = _fact(facts, "closes_in")
     at = _instant(facts.get("closes_at"))
-    if days is not None and at:
-        return f"in {days} days (on {at})"
-    if days is not None:
-        return f"in {days} days"
+    if period and at:
+        return f"in {period} (on {at})"
     if at:
         return f"on {at}"
-    return "in 14 days"  # the guide's default closing period
+    return f"in {period or '14 days'}"
 
 
 def _opened(case_number: str, facts: Facts) -> tuple[str, str]:

@@ -255,6 +255,7 @@ def worker_settings(
         smtp_url=inbox.url,
         support_email="support-team@example.org",
         mail_from="Support <support@example.org>",
+        policy_shortest="1s",  # scenarios on a stopwatch may use deadlines of seconds
     )
 
 

@@ -57,14 +57,14 @@ def pending_release_state(
         priority="normal",
         title="Loans report shows wrong totals",
         contact_email="ann@alma.example",
-        opened_by=CUSTOMER,
+        opened_by=CUSTOMER if policy is None else TIER1,  # staff set a policy at open
         policy=policy,
     )
     state = lifecycle.open_case(case, now).state
     for event in TO_PENDING_RELEASE:
         state = lifecycle.decide(state, event, now).state
     decision = lifecycle.decide(
-        state, TransitionRequest(to=Status.PENDING_RELEASE, actor=DEV, release_id=release_id), now
+        state, TransitionRequest(to=Status.PENDING_RELEASE, actor=TIER2, release_id=release_id), now
     )
     register = [e for e in decision.effects if isinstance(e, Register)]
     return CarriedState(carried=decision.state, effects=register)

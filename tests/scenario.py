@@ -51,7 +51,8 @@ class Case:
             "priority": "normal",
             "title": "Loans report shows wrong totals",
             "contact_email": "ann@alma.example",
-            "opened_by": CUSTOMER,
+            # A customer opens with the defaults; staff may set a policy at open.
+            "opened_by": CUSTOMER if policy is None else TIER1,
             "policy": policy,
         }
         data.update(fields)

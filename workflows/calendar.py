@@ -22,6 +22,10 @@ _UNITS = {
 _SPAN = re.compile(r"^\s*(\d{1,6})\s*(s|min|h|d|w|mo)\s*$")
 
 
+_WORDS = {"s": "second", "min": "minute", "h": "hour", "d": "day", "w": "week", "mo": "month"}
+_AVERAGE_MONTH = timedelta(days=365.2425 / 12)
+
+
 class SpanError(ValueError):
     pass
 
@@ -67,6 +71,22 @@ class Span:
             return add_months(instant, self.count * times)
         return instant + _UNITS[self.unit] * (self.count * times)
 
+    def length(self) -> timedelta:
+        """Its length; a month counts as the Gregorian average (for bounds, never for dates)."""
+        if self.unit == "mo":
+            return _AVERAGE_MONTH * self.count
+        return _UNITS[self.unit] * self.count
+
+    def at_most(self, other: Span) -> bool:
+        if self.unit == other.unit:
+            return self.count <= other.count
+        return self.length() <= other.length()
+
+    def words(self) -> str:
+        """How a message says it: "14 days", "3 months", "1 minute"."""
+        noun = _WORDS[self.unit]
+        return f"{self.count} {noun}" if self.count == 1 else f"{self.count} {noun}s"
+
     def __str__(self) -> str:
         return f"{self.count}{self.unit}"
 
@@ -97,3 +117,9 @@ SpanField = Annotated[
     PlainSerializer(str, return_type=str),
     WithJsonSchema({"type": "string", "pattern": _SPAN.pattern}),
 ]
+
+
+# Every deadline of a policy lies within these bounds (SPEC "Deadlines"), so no instant a policy
+# makes can leave the calendar; a worker may lower the shortest for tests and demos.
+SHORTEST_SPAN = Span(1, "min")
+LONGEST_SPAN = Span(120, "mo")

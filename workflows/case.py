@@ -21,16 +21,25 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from activities.options import BATCH_BYTES, EFFECT_LANES, EFFECT_OPTIONS, EffectOptions
+from activities.options import (
+    BATCH_BYTES,
+    EFFECT_LANES,
+    EFFECT_OPTIONS,
+    POLICY_SETTINGS,
+    POLICY_SETTINGS_TIMEOUT,
+    EffectOptions,
+)
 from workflows import lifecycle, metrics, search
 from workflows.contract import (
     CASE_WORKFLOW,
+    ApplyPolicy,
     CaseInput,
     CustomerReply,
     Deadline,
     Effect,
     Notify,
     Persist,
+    PolicySettings,
     RejectedEvent,
     ReleaseShipped,
     Snapshot,
@@ -48,12 +57,18 @@ DRAIN_WAIT = timedelta(minutes=10)
 # Runs that record this marker run their effects in lanes (per kind, batched); runs started
 # before it existed replay their one-at-a-time effects unchanged (README, "Changing the workflow").
 EFFECT_LANES_PATCH = "effect-lanes"
+# Runs that record this marker run the rules' latest edition (``lifecycle.EDITION``) and read the
+# worker's policy settings when a case opens; older runs keep edition 1 until their next run.
+EDITION_PATCH = "guide-edition-2"
+
+Event = CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped | ApplyPolicy
 
 EVENTS: dict[str, type[BaseModel]] = {
     "customer_reply": CustomerReply,
     "tier_handoff": TierHandoff,
     "transition": TransitionRequest,
     "release_shipped": ReleaseShipped,
+    "apply_policy": ApplyPolicy,
 }
 
 
@@ -67,6 +82,7 @@ class SupportCase:
         self._search: dict[str, object] = {}
         self._start_error: str | None = None
         self._opened_now = False  # this run opened the case (not a continued run)
+        self._parked: Deadline | None = None  # a deadline the core failed on; waits for an event
         # Search attributes and details are published once per activation, not once per event:
         # a flood of a thousand signals in one activation must stay one cheap workflow task.
         self._changed = True
@@ -80,9 +96,14 @@ class SupportCase:
                 carried = CarriedState.model_validate(data)
                 self._state = carried.carried
                 self._effects.extend(carried.effects)
+                if self._state.edition < lifecycle.EDITION and workflow.patched(EDITION_PATCH):
+                    self._state = self._state.model_copy(update={"edition": lifecycle.EDITION})
             else:
                 decode_object([start], "start input")  # a new case: the event size limit
-                decision = lifecycle.open_case(CaseInput.model_validate(data), workflow.now())
+                edition = lifecycle.EDITION if workflow.patched(EDITION_PATCH) else 1
+                decision = lifecycle.open_case(
+                    CaseInput.model_validate(data), workflow.now(), edition
+                )
                 self._opened_now = True
                 self._state = decision.state
                 self._effects.extend(decision.effects)
@@ -97,6 +118,8 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             )
+        if self._opened_now and self._state.edition >= 2:
+            await self._resolve_policy()
         if self._opened_now:
             metrics.transition(None, self._state.status)
         pump = asyncio.create_task(
@@ -112,11 +135,31 @@ class SupportCase:
         await self._continue_as_new(pump)
         raise AssertionError("unreachable: continue_as_new does not return")
 
+    async def _resolve_policy(self) -> None:
+        """The worker's default policy and bounds, read once and kept in history: a changed
+        setting never changes an open case, and a replay reads what the case read."""
+        settings = await workflow.execute_local_activity(
+            POLICY_SETTINGS,
+            start_to_close_timeout=POLICY_SETTINGS_TIMEOUT,
+            result_type=PolicySettings,
+            summary="read the organisation's deadline policy",
+        )
+        try:
+            self._commit(lifecycle.resolve_policy(self._state, settings, workflow.now()))
+        except Rejection as rejection:
+            raise ApplicationError(
+                f"invalid case input: {rejection.message}",
+                type="InvalidCaseInput",
+                non_retryable=True,
+            ) from None
+
     # ---- the clock ----------------------------------------------------------------------------
 
     async def _sleep_until_next_deadline(self) -> None:
         self._publish_if_changed()
         due = lifecycle.next_deadline(self._state)
+        if due is not None and due == self._parked:
+            due = None  # the core failed on it: wait for an event to change the state
         if due is not None:
             left = due.at - workflow.now()
             if left <= timedelta(0):
@@ -135,7 +178,12 @@ class SupportCase:
 
     def _apply_deadline(self, due: Deadline) -> None:
         lateness = (workflow.now() - due.at).total_seconds()
-        self._commit(lifecycle.decide(self._state, Due(due), workflow.now()))
+        try:
+            self._commit(self._decide(Due(due)))
+        except Rejection as rejection:
+            self._parked = due
+            self._reject(f"deadline {due.action}", rejection.reason, rejection.message)
+            return
         metrics.lateness(due.action, lateness)
         workflow.logger.info(
             "deadline acted",
@@ -251,6 +299,14 @@ class SupportCase:
     def _validate_transition(self, arg: RawValue) -> None:
         self._validate("transition", arg)
 
+    @workflow.update(name="apply_policy")
+    def apply_policy_update(self, arg: RawValue) -> Snapshot:
+        return self._update("apply_policy", arg)
+
+    @apply_policy_update.validator
+    def _validate_apply_policy(self, arg: RawValue) -> None:
+        self._validate("apply_policy", arg)
+
     @workflow.query(name="snapshot")
     def snapshot(self) -> Snapshot:
         return lifecycle.snapshot(self._state)
@@ -263,7 +319,7 @@ class SupportCase:
         if lifecycle.is_duplicate(self._state, event.event_id):  # type: ignore[attr-defined]
             return
         try:
-            lifecycle.decide(self._state, event, workflow.now())  # type: ignore[arg-type]
+            self._decide(event)  # type: ignore[arg-type]
         except Rejection as rejection:
             raise ApplicationError(
                 lifecycle.describe_rejection(self._state, _asked(name, event), rejection),
@@ -287,13 +343,22 @@ class SupportCase:
                 non_retryable=True,
             ) from None
 
-    def _accept(
-        self, name: str, event: CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped
-    ) -> None:
+    def _accept(self, name: str, event: Event) -> None:
         if lifecycle.is_duplicate(self._state, getattr(event, "event_id", None)):
             workflow.logger.info("duplicate event ignored", extra={"event": name})
             return
-        self._commit(lifecycle.decide(self._state, event, workflow.now()))
+        self._commit(self._decide(event))
+
+    def _decide(self, event: Event | Due) -> lifecycle.Decision:
+        """The core's answer; anything but a ``Rejection`` it raises is a bug, and becomes a
+        rejection too (reason ``internal``): no input may fail a workflow task."""
+        try:
+            return lifecycle.decide(self._state, event, workflow.now())
+        except Rejection:
+            raise
+        except Exception as err:
+            workflow.logger.exception("the lifecycle core failed", extra={"error": repr(err)})
+            raise Rejection("internal", f"the case could not apply it: {err!r}"[:500]) from None
 
     def _commit(self, decision: lifecycle.Decision) -> None:
         before = self._state.status
@@ -302,6 +367,7 @@ class SupportCase:
             metrics.transition(before, self._state.status)
         self._effects.extend(decision.effects)
         self._changed = True
+        self._parked = None
 
     def _reject(
         self,
@@ -349,6 +415,8 @@ def _asked(name: str, event: BaseModel) -> str:
         return f"handoff to Tier {event.to_tier} by {event.actor.role}"
     if isinstance(event, CustomerReply):
         return f"customer reply by {event.actor.role}"
+    if isinstance(event, ApplyPolicy):
+        return f"policy change by {event.actor.role}"
     return name
 
 

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from workflows.calendar import SpanField
+from workflows.calendar import LONGEST_SPAN, SHORTEST_SPAN, Span, SpanField
 
 TASK_QUEUE = "support-cases"
 CASE_WORKFLOW = "SupportCase"
@@ -117,6 +117,17 @@ class Actor(Wire):
     institution: Name | None = None
 
 
+def _within_longest(policy: BaseModel) -> None:
+    """Every given span is at most LONGEST_SPAN: no deadline can overflow the calendar."""
+    for field in type(policy).model_fields:
+        span = getattr(policy, field)
+        if span is not None and not span.at_most(LONGEST_SPAN):
+            raise ValueError(
+                f"{field} is {span}; a deadline lies between {SHORTEST_SPAN.words()} "
+                f"and {LONGEST_SPAN.words()} (10 years)"
+            )
+
+
 class DeadlinePolicy(Wire):
     """Every deadline of the guide, as a span counted from the case's entry into the status."""
 
@@ -129,11 +140,52 @@ class DeadlinePolicy(Wire):
     testing_closed: SpanField = Field(default="11mo", validate_default=True)
 
     @model_validator(mode="after")
-    def _reminder_before_closing(self) -> DeadlinePolicy:
+    def _bounded(self) -> DeadlinePolicy:
+        _within_longest(self)
         probe = datetime(2001, 1, 31, tzinfo=UTC)
         if self.pcr_reminder.after(probe) >= self.pcr_closing.after(probe):
-            raise ValueError("pcr_reminder must come before pcr_closing")
+            raise ValueError(
+                f"pcr_reminder ({self.pcr_reminder}) must come before "
+                f"pcr_closing ({self.pcr_closing})"
+            )
         return self
+
+    def with_fields(self, overrides: PolicyOverrides | None) -> DeadlinePolicy:
+        """This policy with the fields ``overrides`` gives replaced (validated again)."""
+        if overrides is None:
+            return self
+        given = overrides.given()
+        return DeadlinePolicy.model_validate({**self.model_dump(), **given}) if given else self
+
+
+class PolicyOverrides(Wire):
+    """Some fields of a deadline policy: what an opener or ``apply_policy`` gives; the rest stay."""
+
+    pcr_reminder: SpanField | None = None
+    pcr_closing: SpanField | None = None
+    closing_closed: SpanField | None = None
+    work_plan_review: SpanField | None = None
+    work_plan_expiry: SpanField | None = None
+    release_closing: SpanField | None = None
+    testing_closed: SpanField | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_policy(cls, data: Any) -> Any:
+        # A whole policy gives every field (a Python caller may pass a ``DeadlinePolicy``).
+        return data.model_dump() if isinstance(data, DeadlinePolicy) else data
+
+    @model_validator(mode="after")
+    def _bounded(self) -> PolicyOverrides:
+        _within_longest(self)
+        return self
+
+    def given(self) -> dict[str, Span]:
+        return {
+            name: span
+            for name in type(self).model_fields
+            if (span := getattr(self, name)) is not None
+        }
 
 
 class CaseInput(Wire):
@@ -148,7 +200,8 @@ class CaseInput(Wire):
     affects_multiple_institutions: bool = False
     references: CaseNumber | None = None
     opened_by: Actor
-    policy: DeadlinePolicy | None = None
+    # Staff may override deadlines at open; the rest come from the organisation's default.
+    policy: PolicyOverrides | None = None
 
 
 class CustomerReply(Wire):
@@ -185,6 +238,28 @@ class ReleaseShipped(Wire):
     shipped_at: Instant
 
 
+class ApplyPolicy(Wire):
+    """Staff change deadlines of an open case: the fields given replace the case's."""
+
+    policy: PolicyOverrides
+    actor: Actor
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+    event_id: EventId | None = None
+
+    @model_validator(mode="after")
+    def _something_given(self) -> ApplyPolicy:
+        if not self.policy.given():
+            raise ValueError("apply_policy needs at least one policy field")
+        return self
+
+
+class PolicySettings(BaseModel):
+    """The worker's policy settings, read once when a case opens and kept in its history."""
+
+    default: PolicyOverrides = Field(default_factory=PolicyOverrides)
+    shortest: SpanField = Field(default=SHORTEST_SPAN, validate_default=True)
+
+
 # ---- what the case shows: snapshot query, update results ------------------------------------
 
 
@@ -208,9 +283,26 @@ class HistoryEntry(BaseModel):
     seq: int
     from_status: Status | None
     to_status: Status
-    at: Instant
+    at: Instant  # when it happened (a deadline that acted late: when it acted)
     actor: Actor
     note: str | None = None
+    due: Instant | None = None  # a deadline's move: the instant it was due
+
+
+class PolicyFieldChange(BaseModel):
+    field: str
+    old: str
+    new: str
+
+
+class PolicyChange(BaseModel):
+    """One change of a case's deadline policy: who, why, each field old -> new."""
+
+    seq: int
+    at: Instant
+    actor: Actor
+    reason: str
+    changes: list[PolicyFieldChange]
 
 
 class RejectedEvent(BaseModel):
@@ -241,6 +333,7 @@ class Snapshot(BaseModel):
     opened_at: Instant
     closed_at: Instant | None = None
     references: str | None = None
+    policy_changes: list[PolicyChange] = Field(default_factory=list)
 
 
 # ---- activity inputs: the effects the core asks for -------------------------------------------
@@ -271,6 +364,12 @@ class HistoryRecord(HistoryEntry):
     case_number: str
 
 
+class PolicyChangeRecord(PolicyChange):
+    """A policy change as the store keeps it: one row per change of a case's policy."""
+
+    case_number: str
+
+
 class MessageTemplate(StrEnum):
     OPENED = "opened"
     INFORMATION_REQUESTED = "information_requested"
@@ -288,16 +387,18 @@ class Persist(BaseModel):
     key: str
     case: CaseRecord
     history: HistoryRecord | None = None
+    policy_change: PolicyChangeRecord | None = None
 
 
 class Notify(BaseModel):
-    """One email. ``recipient`` is ``contact`` (the case's contact) or ``support`` (the team
-    address from settings, resolved by the activity so a changed address needs no replay)."""
+    """One email. ``recipient`` is ``contact`` (the case's contact), ``support`` or
+    ``development`` (team addresses from settings, resolved by the activity so a changed address
+    needs no replay)."""
 
     kind: Literal["notify"] = "notify"
     key: str
     template: MessageTemplate
-    recipient: Literal["contact", "support"]
+    recipient: Literal["contact", "support", "development"]
     contact_email: str
     case_number: str
     facts: dict[str, Any] = Field(default_factory=dict)

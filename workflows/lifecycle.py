@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from workflows.calendar import SHORTEST_SPAN, Span, SpanField
 from workflows.contract import (
     Actor,
+    ApplyPolicy,
     CaseInput,
     CaseRecord,
     CustomerReply,
@@ -32,6 +34,11 @@ from workflows.contract import (
     MessageTemplate,
     Notify,
     Persist,
+    PolicyChange,
+    PolicyChangeRecord,
+    PolicyFieldChange,
+    PolicyOverrides,
+    PolicySettings,
     Priority,
     Register,
     RejectedEvent,
@@ -51,6 +58,17 @@ HISTORY_TAIL = 50
 REJECTED_TAIL = 20
 RECENT_TAIL = 10
 SEEN_EVENT_IDS = 1_000
+POLICY_CHANGES_TAIL = 10
+
+# The edition of the rules a case runs under. Edition 2 is the guide read again (who sets
+# Pending Work Plan and Pending Release, testing only after the ship, the owner tier after
+# Development, late deadlines, the development notice); a case started under edition 1 keeps it
+# until its next run, so its recorded history replays unchanged.
+EDITION = 2
+# A deadline acting within this of its instant is on time: the next stay counts from the
+# deadline's own instant, so the guide's chain keeps exact instants. Later (no worker ran), the
+# next stay counts from when the case really entered it.
+ON_TIME = timedelta(seconds=10)
 
 
 class Via(StrEnum):
@@ -96,6 +114,10 @@ class CaseState(BaseModel):
     reminder_sent: bool = False
     reviews_done: int = 0
     comments: int = 0
+    edition: int = 1  # carried states from before editions run edition 1
+    # The shortest span a policy applied to this case may have (the worker's setting at open).
+    shortest_span: SpanField = Field(default=SHORTEST_SPAN, validate_default=True)
+    policy_changes: list[PolicyChange] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     rejected: list[RejectedEvent] = Field(default_factory=list)
     recent: list[str] = Field(default_factory=list)  # one line per accepted event, for the UI
@@ -120,7 +142,7 @@ class Due:
     deadline: Deadline
 
 
-Event = CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped | Due
+Event = CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped | ApplyPolicy | Due
 
 
 @dataclass(frozen=True)
@@ -152,6 +174,29 @@ def _needs_release(
 ) -> str | None:
     if req is None or not req.release_id:
         return "Pending Release needs a release_id (the release the fix is embedded in)"
+    return None
+
+
+def _owner_analyst_sets_release(
+    state: CaseState, src: Status, dst: Status, actor: Actor, req: TransitionRequest | None
+) -> str | None:
+    analyst = _owner_analyst(state)
+    if actor.role is not analyst:
+        return (
+            f"Pending Release is set by the Support analyst that owns the case: {analyst} "
+            f"(owner tier is {state.owner_tier})"
+        )
+    return _needs_release(state, src, dst, actor, req)
+
+
+def _release_shipped(
+    state: CaseState, src: Status, dst: Status, actor: Actor, req: TransitionRequest | None
+) -> str | None:
+    if state.release_shipped_at is None:
+        return (
+            f"release {state.release_id} has not shipped yet; "
+            "there is nothing to test before it ships"
+        )
     return None
 
 
@@ -190,15 +235,27 @@ class Rule:
     note: str = ""
     guard: Guard | None = None
     deadline: DeadlineKind | None = None
+    who: str = ""  # who may, in words, where the roles alone do not say it
+    editions: frozenset[int] = frozenset({1, EDITION})  # the rule editions that have this row
+
+    def in_edition(self, edition: int) -> bool:
+        return edition in self.editions
 
 
 def _rule(
     sources: Iterable[Status],
     targets: Iterable[Status],
     roles: Iterable[Role],
+    editions: Iterable[int] = (1, EDITION),
     **kw: Any,
 ) -> Rule:
-    return Rule(frozenset(sources), frozenset(targets), frozenset(roles), **kw)
+    return Rule(
+        frozenset(sources),
+        frozenset(targets),
+        frozenset(roles),
+        editions=frozenset(editions),
+        **kw,
+    )
 
 
 def _timer(source: Status, target: Status, kind: DeadlineKind) -> Rule:
@@ -207,6 +264,7 @@ def _timer(source: Status, target: Status, kind: DeadlineKind) -> Rule:
 
 RESOLVERS = (R.TIER1, R.TIER2, R.DEVELOPMENT, R.PRODUCT_MANAGER, R.KB_TEAM)
 OPENERS = frozenset({R.CUSTOMER, R.TIER1})
+POLICY_ROLES = frozenset({R.TIER1, R.TIER2})
 
 TABLE: tuple[Rule, ...] = (
     _rule([S.NEW, S.TIER2_CLOSED], [S.TIER1_ANALYSIS], [R.TIER1]),
@@ -250,11 +308,20 @@ TABLE: tuple[Rule, ...] = (
         note="handoff back to Tier 1",
     ),
     _rule(
+        [S.DEVELOPMENT],
+        [S.PENDING_WORK_PLAN],
+        [R.DEVELOPMENT],
+        note="Development decides; normal or low priority, one institution",
+        guard=_work_plan_eligible,
+        editions=[EDITION],
+    ),
+    _rule(
         [S.TIER2_ANALYSIS, S.DEVELOPMENT],
         [S.PENDING_WORK_PLAN],
         [R.TIER2, R.DEVELOPMENT],
         note="normal or low priority, one institution",
         guard=_work_plan_eligible,
+        editions=[1],
     ),
     _rule(
         [S.TIER2_ANALYSIS, S.PENDING_WORK_PLAN, S.PRODUCT_MANAGER_REVIEW],
@@ -264,16 +331,40 @@ TABLE: tuple[Rule, ...] = (
     _rule(
         [S.DEVELOPMENT],
         [S.PENDING_RELEASE],
+        [R.TIER1, R.TIER2],
+        note="the Support analyst that owns the case; needs release_id",
+        who="the Support analyst that owns the case (tier2 when the owner tier is 2, else tier1)",
+        guard=_owner_analyst_sets_release,
+        editions=[EDITION],
+    ),
+    _rule(
+        [S.DEVELOPMENT],
+        [S.PENDING_RELEASE],
         [R.DEVELOPMENT],
         note="needs release_id",
         guard=_needs_release,
+        editions=[1],
     ),
-    _rule([S.DEVELOPMENT], [S.TIER2_ANALYSIS], [R.DEVELOPMENT], note="not a defect"),
+    _rule(
+        [S.DEVELOPMENT],
+        [S.TIER2_ANALYSIS],
+        [R.DEVELOPMENT],
+        note="not a defect; Tier 2 becomes the owner tier",
+    ),
+    _rule(
+        [S.PENDING_RELEASE],
+        [S.PENDING_CUSTOMER_TESTING],
+        [R.CUSTOMER],
+        note="the customer is not ready to close; only once the release shipped",
+        guard=_release_shipped,
+        editions=[EDITION],
+    ),
     _rule(
         [S.PENDING_RELEASE],
         [S.PENDING_CUSTOMER_TESTING],
         [R.CUSTOMER],
         note="the customer is not ready to close",
+        editions=[1],
     ),
     _rule(
         [S.CLOSING],
@@ -325,14 +416,23 @@ TABLE: tuple[Rule, ...] = (
 SYSTEM = Actor(role=R.SYSTEM, name="lifecycle")
 
 
-def rules_from(status: Status, via: Via | None = None) -> list[Rule]:
-    return [r for r in TABLE if status in r.sources and (via is None or r.via is via)]
+def rules(edition: int = EDITION) -> list[Rule]:
+    """The table as a case of this edition reads it (the diagram and the CLI read the latest)."""
+    return [r for r in TABLE if r.in_edition(edition)]
+
+
+def rules_from(status: Status, via: Via | None = None, edition: int = EDITION) -> list[Rule]:
+    return [r for r in rules(edition) if status in r.sources and (via is None or r.via is via)]
 
 
 def targets(via: Via = Via.TRANSITION) -> list[Status]:
     """Statuses reachable by an event of this kind, in the guide's order (the CLI's choices)."""
-    reachable = {t for r in TABLE if r.via is via for t in r.targets}
+    reachable = {t for r in rules() if r.via is via for t in r.targets}
     return [s for s in Status if s in reachable]
+
+
+def _owner_analyst(state: CaseState) -> Role:
+    return R.TIER1 if state.owner_tier == 1 else R.TIER2
 
 
 # ---- deadlines -------------------------------------------------------------------------------
@@ -405,23 +505,109 @@ def timeline(state: CaseState, limit: int = 32) -> list[Deadline]:
 # ---- the reducer -----------------------------------------------------------------------------
 
 
-def open_case(case: CaseInput, now: datetime) -> Decision:
+def open_case(case: CaseInput, now: datetime, edition: int = EDITION) -> Decision:
+    """Open the case under the guide's default policy and the opener's overrides; the worker's
+    default policy, when it has one, follows as ``resolve_policy``."""
     if case.opened_by.role not in OPENERS:
         raise Rejection(
             "wrong_role", f"a case is opened by a customer or tier1, not {case.opened_by.role}"
         )
     _check_institution(case, case.opened_by)
+    note = "case opened"
+    if edition >= 2 and case.policy is not None and case.opened_by.role is R.CUSTOMER:
+        # Deadlines are the organisation's promise: a customer opens with the defaults.
+        case = case.model_copy(update={"policy": None})
+        note = "case opened (a customer's deadline policy is not used: the defaults apply)"
     state = CaseState(
         case=case,
-        policy=case.policy or DeadlinePolicy(),
+        policy=_with_fields(DeadlinePolicy(), case.policy),
         status=S.NEW,
         status_since=now,
         opened_at=now,
+        edition=edition,
     )
     effects: list[Effect] = []
-    _record_change(state, None, S.NEW, case.opened_by, "case opened", now, effects)
+    _record_change(state, None, S.NEW, case.opened_by, note, now, effects)
     effects.append(_notify(state, MessageTemplate.OPENED, "contact"))
     return Decision(state, effects)
+
+
+def resolve_policy(state: CaseState, settings: PolicySettings, now: datetime) -> Decision:
+    """Take the worker's policy settings at open: its default under the opener's overrides, and
+    the shortest span allowed. Raises ``Rejection`` when the result breaks a bound."""
+    state = state.model_copy(update={"shortest_span": settings.shortest})
+    policy = _with_fields(_with_fields(DeadlinePolicy(), settings.default), state.case.policy)
+    _check_shortest(policy, settings.shortest)
+    effects: list[Effect] = []
+    _change_policy(
+        state,
+        policy,
+        SYSTEM,
+        "the organisation's default policy (CASES_DEFAULT_POLICY)",
+        now,
+        effects,
+    )
+    return Decision(state, effects)
+
+
+def _with_fields(policy: DeadlinePolicy, overrides: PolicyOverrides | None) -> DeadlinePolicy:
+    try:
+        return policy.with_fields(overrides)
+    except ValueError as err:
+        raise Rejection("policy", _first_error(err)) from None
+
+
+def _first_error(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return str(first.get("msg", err)).removeprefix("Value error, ")
+    return str(err)
+
+
+def _check_shortest(policy: DeadlinePolicy, shortest: Span) -> None:
+    for name in type(policy).model_fields:
+        span = getattr(policy, name)
+        if span.length() < shortest.length():
+            raise Rejection(
+                "policy",
+                f"{name} is {span}; a deadline lies between {shortest.words()} "
+                "and 120 months (10 years)",
+            )
+
+
+def _change_policy(
+    state: CaseState,
+    policy: DeadlinePolicy,
+    actor: Actor,
+    reason: str,
+    now: datetime,
+    effects: list[Effect],
+) -> None:
+    """Replace the policy; deadlines follow from state, so the current stay's are recomputed
+    from its entry, and the per-stay counters keep a deadline that acted from acting again."""
+    changes = [
+        PolicyFieldChange(field=name, old=str(old), new=str(new))
+        for name in type(policy).model_fields
+        if (old := getattr(state.policy, name)) != (new := getattr(policy, name))
+    ]
+    if not changes:
+        return
+    state.policy = policy
+    state.seq += 1
+    change = PolicyChange(seq=state.seq, at=now, actor=actor, reason=reason, changes=changes)
+    state.policy_changes = [*state.policy_changes, change][-POLICY_CHANGES_TAIL:]
+    fields = ", ".join(f"{c.field} {c.old} → {c.new}" for c in changes)
+    _remember(state, now, f"policy changed by {actor.role} {actor.name}: {fields}")
+    effects.append(
+        Persist(
+            key=_key(state, "persist"),
+            case=case_record(state),
+            policy_change=PolicyChangeRecord(
+                case_number=state.case.case_number, **change.model_dump()
+            ),
+        )
+    )
 
 
 def decide(state: CaseState, event: Event, now: datetime) -> Decision:
@@ -455,6 +641,16 @@ def decide(state: CaseState, event: Event, now: datetime) -> Decision:
             if event.to is S.PENDING_RELEASE:
                 _set_release(state, event.release_id)
             _enter(state, event.to, event.actor, event.note, now, effects)
+        case ApplyPolicy():
+            _check_actor(state, event.actor)
+            if event.actor.role not in POLICY_ROLES:
+                roles = ", ".join(sorted(POLICY_ROLES))
+                raise Rejection(
+                    "wrong_role", f"a policy is applied by {roles}, not {event.actor.role}"
+                )
+            policy = _with_fields(state.policy, event.policy)
+            _check_shortest(policy, state.shortest_span)
+            _change_policy(state, policy, event.actor, event.reason, now, effects)
     event_id = getattr(event, "event_id", None)
     if event_id:
         state.seen_event_ids = [*state.seen_event_ids, event_id][-SEEN_EVENT_IDS:]
@@ -502,10 +698,15 @@ def _check_move(
 ) -> None:
     src = state.status
     asked = f"{src} -> {dst}"
-    rows = [r for r in TABLE if src in r.sources and dst in r.targets]
+    rows = [r for r in rules(state.edition) if src in r.sources and dst in r.targets]
     if not rows:
         allowed = sorted(
-            {t for r in rules_from(src) if r.via is not Via.DEADLINE for t in r.targets}
+            {
+                t
+                for r in rules_from(src, edition=state.edition)
+                if r.via is not Via.DEADLINE
+                for t in r.targets
+            }
         )
         hint = f"; from {src} a case can go to: {', '.join(allowed)}" if allowed else ""
         raise Rejection("not_allowed", f"{asked} is not a transition of the lifecycle{hint}")
@@ -522,7 +723,11 @@ def _check_move(
     by_role = [r for r in by_via if actor.role in r.roles]
     if not by_role:
         roles = ", ".join(sorted({str(x) for r in by_via for x in r.roles}))
-        raise Rejection("wrong_role", f"{asked} is not for {actor.role}; it is for {roles}")
+        who = "; ".join(r.who for r in by_via if r.who)
+        raise Rejection(
+            "wrong_role",
+            f"{asked} is not for {actor.role}; it is for {who or roles}",
+        )
     reasons = [
         reason for r in by_role if r.guard and (reason := r.guard(state, src, dst, actor, req))
     ]
@@ -544,7 +749,7 @@ def _on_reply(state: CaseState, reply: CustomerReply, now: datetime, effects: li
             "wrong_role", f"customer_reply comes from the customer, not {reply.actor.role}"
         )
     state.comments += 1
-    if rules_from(state.status, Via.CUSTOMER_REPLY):
+    if rules_from(state.status, Via.CUSTOMER_REPLY, state.edition):
         _enter(state, S.WAITING_FOR_PROCESS, reply.actor, _excerpt(reply.text), now, effects)
     else:
         # No reply transition here: the reply is kept as a comment and the owner tier told.
@@ -578,9 +783,19 @@ def _on_deadline(
     current = next_deadline(state)
     if current is None or current != deadline or now < deadline.at:
         raise Rejection("not_due", f"{deadline.action} is not due in {state.status}")
-    # A deadline acts at its own instant even when processed late (a worker was down), so the
-    # chain that follows (Closing's 14 days, say) keeps counting from the guide's instants.
-    now = deadline.at
+    late = state.edition >= 2 and now - deadline.at > ON_TIME
+    # On time, a deadline acts at its own instant, so the chain keeps the guide's instants; late
+    # (no worker ran), the next stay counts from now and is never shortened by the outage.
+    now = now if late else deadline.at
+    if state.edition >= 2 and deadline.to is None and _a_move_is_due(state, now):
+        # The move that is due too says it all (a Closing notice, the end of the work plan).
+        if deadline.action is DeadlineKind.PCR_REMINDER:
+            state.reminder_sent = True
+        else:
+            state.reviews_done += 1
+        state.seq += 1
+        _remember(state, now, f"{describe(deadline)} not sent: a move is due at the same time")
+        return
     match deadline.action:
         case DeadlineKind.PCR_REMINDER:
             state.reminder_sent = True
@@ -593,21 +808,32 @@ def _on_deadline(
             state.reviews_done += 1
             state.seq += 1
             _remember(state, now, f"work-plan reassessment #{state.reviews_done}")
-            effects.append(
-                _notify(
-                    state,
-                    MessageTemplate.WORK_PLAN_REVIEW,
-                    "support",
-                    review_number=state.reviews_done,
+            teams: list[Literal["support", "development"]] = ["support"]
+            if state.edition >= 2:
+                teams.append("development")  # "reassessed by Support and Development"
+            for team in teams:
+                effects.append(
+                    _notify(
+                        state,
+                        MessageTemplate.WORK_PLAN_REVIEW,
+                        team,
+                        review_number=state.reviews_done,
+                    )
                 )
-            )
         case _:
             assert deadline.to is not None
             rows = [
-                r for r in rules_from(state.status, Via.DEADLINE) if r.deadline is deadline.action
+                r
+                for r in rules_from(state.status, Via.DEADLINE, state.edition)
+                if r.deadline is deadline.action
             ]
             assert rows and deadline.to in rows[0].targets, f"no timer row for {deadline.action}"
-            _enter(state, deadline.to, SYSTEM, f"deadline {deadline.action}", now, effects)
+            due = deadline.at if state.edition >= 2 else None
+            _enter(state, deadline.to, SYSTEM, f"deadline {deadline.action}", now, effects, due)
+
+
+def _a_move_is_due(state: CaseState, now: datetime) -> bool:
+    return any(d.to is not None and d.at <= now for d in pending_deadlines(state))
 
 
 def _enter(
@@ -617,6 +843,7 @@ def _enter(
     note: str | None,
     now: datetime,
     effects: list[Effect],
+    due: datetime | None = None,
 ) -> None:
     src = state.status
     state.came_from, state.status, state.status_since = src, dst, now
@@ -625,12 +852,22 @@ def _enter(
         state.owner_tier = 2
     elif dst is S.TIER2_CLOSED:
         state.owner_tier = 1
+    elif state.edition >= 2 and src is S.DEVELOPMENT and dst is S.TIER2_ANALYSIS:
+        state.owner_tier = 2  # not a defect: back to Tier 2, which now owns the analysis
     if dst is S.CLOSED:
         state.closed_at = now
-    _record_change(state, src, dst, actor, note, now, effects)
+    _record_change(state, src, dst, actor, note, now, effects, due)
     template = _ENTRY_MESSAGES.get(dst)
     if template is MessageTemplate.CLOSING:
-        effects.append(_notify(state, template, "contact", closes_at=next_deadline(state)))
+        effects.append(
+            _notify(
+                state,
+                template,
+                "contact",
+                closes_at=next_deadline(state),
+                closes_in=state.policy.closing_closed.words(),
+            )
+        )
     elif template:
         effects.append(_notify(state, template, "contact"))
     if dst is S.PENDING_RELEASE:
@@ -660,10 +897,11 @@ def _record_change(
     note: str | None,
     now: datetime,
     effects: list[Effect],
+    due: datetime | None = None,
 ) -> None:
     state.seq += 1
     entry = HistoryEntry(
-        seq=state.seq, from_status=src, to_status=dst, at=now, actor=actor, note=note
+        seq=state.seq, from_status=src, to_status=dst, at=now, actor=actor, note=note, due=due
     )
     state.history = [*state.history, entry][-HISTORY_TAIL:]
     _remember(state, now, f"{src or 'opened'} → {dst} by {actor.role} {actor.name}")
@@ -687,7 +925,7 @@ def _key(state: CaseState, what: str) -> str:
 def _notify(
     state: CaseState,
     template: MessageTemplate,
-    recipient: Literal["contact", "support"],
+    recipient: Literal["contact", "support", "development"],
     **facts: Any,
 ) -> Notify:
     base: dict[str, Any] = {
@@ -700,8 +938,10 @@ def _notify(
     }
     for name, value in facts.items():
         base[name] = value.at.isoformat() if isinstance(value, Deadline) else value
+    # A second team told of the same step gets a key of its own.
+    suffix = f":{recipient}" if recipient == "development" else ""
     return Notify(
-        key=_key(state, f"notify:{template}"),
+        key=_key(state, f"notify:{template}{suffix}"),
         template=template,
         recipient=recipient,
         contact_email=state.case.contact_email,
@@ -758,6 +998,7 @@ def snapshot(state: CaseState) -> Snapshot:
         opened_at=state.opened_at,
         closed_at=state.closed_at,
         references=c.references,
+        policy_changes=state.policy_changes,
     )
 
 

@@ -89,6 +89,8 @@ def case_worker_environment(
         CASES_TASK_QUEUE=task_queue,
         CASES_DATABASE_URL=database_url,
         CASES_SMTP_URL=inbox.url,
+        # The scenarios run on a stopwatch: deadlines of seconds.
+        CASES_POLICY_SHORTEST="1s",
         **more,
     )
 
@@ -258,7 +260,8 @@ def case_input(number: str, policy: DeadlinePolicy | None = None, **fields: Any)
         "priority": "normal",
         "title": "Loans report shows wrong totals",
         "contact_email": f"{number.lower()}@alma.example",
-        "opened_by": CUSTOMER,
+        # A customer opens with the defaults; staff may set a policy at open.
+        "opened_by": CUSTOMER if policy is None else TIER1,
         "policy": policy,
     }
     data.update(fields)
@@ -496,7 +499,10 @@ async def check_outcome(
     doubtful = {e.message_id: e.resent_in_doubt for e in await store.outbox() if e.resent_in_doubt}
     tally.in_doubt = sum(doubtful.values())
     unexplained = [m for m, n in ours.items() if n - 1 > doubtful.get(m, 0)]
-    tally.missing = len(set(want) - set(ours))
+    # A reminder due together with the Closing it announces is not sent (the Closing notice
+    # says it all): where no worker ran at the Closing's instant, its reminder may be absent.
+    optional = {m for plan in plans for m in await reminders_overtaken(store, plan)}
+    tally.missing = len(set(want) - set(ours) - optional)
     strangers = {m for m in received if m not in want}
 
     described = await describe_all(client, [p.workflow_id for p in plans])
@@ -524,7 +530,7 @@ async def check_outcome(
 
     assert not wrong_status, f"{len(wrong_status)} cases in the wrong status: {wrong_status[:5]}"
     assert tally.missing == 0, (
-        f"{tally.missing} emails never arrived: {sorted(set(want) - set(ours))[:5]}"
+        f"{tally.missing} emails never arrived: {sorted(set(want) - set(ours) - optional)[:5]}"
     )
     assert not unexplained, f"duplicates not recorded as resent in doubt: {unexplained[:5]}"
     assert killed or not doubtful, f"sends in doubt with no worker killed: {doubtful}"
@@ -548,12 +554,26 @@ async def safe_describe(client: Client, workflow_id: str) -> Described | None:
         return None
 
 
+async def reminders_overtaken(store: CaseStore, plan: Plan) -> list[str]:
+    """The Message-ID of a reminder its Closing overtook: Closing acted late, past the reminder's
+    instant too (no worker ran), so the reminder was due together with the Closing."""
+    late = [
+        row
+        for row in await store.history(plan.number)
+        if row.due is not None
+        and row.to_status is Status.CLOSING
+        and row.from_status is Status.PENDING_CUSTOMER_RESPONSE
+        and row.at - row.due > lifecycle.ON_TIME
+    ]
+    return [message_id(f"case-{plan.number}:{row.seq - 1}:notify:reminder") for row in late]
+
+
 async def check_deadline_instants(store: CaseStore, plans: Sequence[Plan]) -> int:
     """Every status change a timer made is dated its deadline's own instant (the previous
     change plus the policy's span), however late a worker got to it; how many were checked."""
     checked, wrong = 0, []
     for plan in plans:
-        policy = plan.case.policy or DeadlinePolicy()
+        policy = DeadlinePolicy().with_fields(plan.case.policy)
         spans = {
             (Status.PENDING_CUSTOMER_RESPONSE, Status.CLOSING): policy.pcr_closing,
             (Status.CLOSING, Status.CLOSED): policy.closing_closed,
@@ -563,8 +583,11 @@ async def check_deadline_instants(store: CaseStore, plans: Sequence[Plan]) -> in
             if row.actor.role != "system":
                 continue
             span = spans[(row.from_status, row.to_status)]  # type: ignore[index]
-            if row.at != span.after(before.at):
-                wrong.append((plan.number, str(row.to_status), row.at, span.after(before.at)))
+            # Due at its instant; acted then, or later when no worker ran (the next stay then
+            # counts from when it acted).
+            due = span.after(before.at)
+            if row.due != due or row.at < due:
+                wrong.append((plan.number, str(row.to_status), row.due, row.at, due))
             checked += 1
     assert not wrong, f"timer transitions not at their instants: {wrong[:5]}"
     return checked

@@ -73,6 +73,7 @@ async def test_server_restart_on_the_embedded_sqlite_store(
         CASES_TASK_QUEUE=task_queue,
         CASES_DATABASE_URL=url,
         CASES_SMTP_URL=inbox.url,
+        CASES_POLICY_SHORTEST="1s",
     )
     plans = mixed_plans(unique("R"), 15, POLICY)
     expected = {p.workflow_id: expect(p) for p in plans}

@@ -1,0 +1,19 @@
+"""The worker's deadline-policy settings, handed to a case when it opens."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.options import POLICY_SETTINGS
+from settings import Settings, policy_settings
+from workflows.contract import PolicySettings
+
+
+class PolicyActivities:
+    def __init__(self, settings: Settings) -> None:
+        # Parsed once: a bad setting stops the worker at start, never a case.
+        self._policy = policy_settings(settings)
+
+    @activity.defn(name=POLICY_SETTINGS)
+    async def policy_settings(self) -> PolicySettings:
+        return self._policy
