@@ -28,6 +28,7 @@ from temporalio.client import (
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -39,6 +40,7 @@ from workflows.contract import (
     CASE_WORKFLOW,
     RELEASE_WORKFLOW,
     TASK_QUEUE,
+    ApplyPolicy,
     CaseInput,
     CustomerReply,
     ReleaseInput,
@@ -191,6 +193,20 @@ class CaseClient:
 
     async def handoff(self, case_number: str, handoff: TierHandoff) -> Snapshot:
         return await self._update(case_number, "tier_handoff", handoff)
+
+    async def apply_policy(self, case_number: str, change: ApplyPolicy) -> Snapshot:
+        return await self._update(case_number, "apply_policy", change)
+
+    async def preview_policy(self, case_number: str, change: ApplyPolicy) -> Snapshot:
+        """The case as it would be with ``change`` applied now; nothing changes."""
+        try:
+            return await self.handle(case_number).query(
+                "policy_preview", change, result_type=Snapshot
+            )
+        except WorkflowQueryFailedError as err:
+            raise CaseRejected(str(err), "rejected") from None
+        except RPCError as err:
+            raise _translated(case_number, err) from None
 
     async def signal(self, case_number: str, name: str, event: BaseModel) -> None:
         try:

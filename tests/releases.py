@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 
 from starter.client import CaseClient
 from tests.conftest import Inbox
-from tests.scenario import CUSTOMER, DEV, TIER1, TIER2
+from tests.scenario import CUSTOMER, TIER1, TIER2
 from workflows import lifecycle
 from workflows.case import CarriedState
 from workflows.contract import (

@@ -38,10 +38,10 @@ from workflows.contract import (
     TransitionRequest,
 )
 from workflows.lifecycle import (
+    EDITION,
     HISTORY_TAIL,
     ON_TIME,
     RECENT_TAIL,
-    EDITION,
     TABLE,
     CaseState,
     Decision,

@@ -311,6 +311,15 @@ class SupportCase:
     def snapshot(self) -> Snapshot:
         return lifecycle.snapshot(self._state)
 
+    @workflow.query(name="policy_preview")
+    def policy_preview(self, arg: RawValue) -> Snapshot:
+        """The case as ``apply_policy`` with this payload would leave it now (a dry run)."""
+        event = self._parse("apply_policy", arg)
+        try:
+            return lifecycle.snapshot(self._decide(event).state)  # type: ignore[arg-type]
+        except Rejection as rejection:
+            raise ApplicationError(rejection.message, rejection.reason) from None
+
     def _validate(self, name: str, arg: RawValue) -> None:
         """Run the same ``decide`` the handler will; a rejection never reaches history."""
         if self._start_error is not None:
