@@ -254,9 +254,21 @@ def worker_settings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}",
         smtp_url=inbox.url,
         support_email="support-team@example.org",
+        development_email="development-team@example.org",
         mail_from="Support <support@example.org>",
         policy_shortest="1s",  # scenarios on a stopwatch may use deadlines of seconds
     )
+
+
+@pytest.fixture
+async def store(worker_settings: Any) -> AsyncIterator[Any]:
+    """The test's case store, for tests that start and stop workers themselves."""
+    from activities import CaseStore, upgrade
+
+    await upgrade(worker_settings.database_url)
+    store = CaseStore(worker_settings.database_url)
+    yield store
+    await store.dispose()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from workflows.contract import (
     CaseInput,
     CustomerReply,
     DeadlinePolicy,
+    PolicyOverrides,
     Snapshot,
     Status,
     TierHandoff,
@@ -43,7 +44,9 @@ class Case:
     def handle(self) -> WorkflowHandle:
         return self.client.handle(self.number)
 
-    async def open(self, policy: DeadlinePolicy | None = None, **fields: Any) -> Case:
+    async def open(
+        self, policy: DeadlinePolicy | PolicyOverrides | None = None, **fields: Any
+    ) -> Case:
         data: dict[str, Any] = {
             "case_number": self.number,
             "institution": "Alma University",

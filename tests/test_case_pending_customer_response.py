@@ -84,7 +84,9 @@ async def test_a_customer_comment_in_closing_reopens_the_case(
     assert closes == snap.status_since + 14 * DAY
     [closing] = await inbox.wait_for(Subject="Closing")
     body = closing.get_content()
-    assert f"{closes.day} {closes:%B %Y}, {closes:%H:%M} UTC unless" in " ".join(body.split())
+    # The period of the case's policy, and the date.
+    when = f"in 14 days (on {closes:%A} {closes.day} {closes:%B %Y}, {closes:%H:%M} UTC) unless"
+    assert when in " ".join(body.split())
 
     await case.pass_time(13 * DAY)
     snap = await case.reply("Sorry, it still fails for e-books.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.scenario import CUSTOMER, DEV, TIER1, TIER2, Case
+from tests.scenario import CUSTOMER, TIER1, TIER2, Case
 from workflows.contract import ReleaseShipped
 
 DAY = timedelta(days=1)
@@ -25,7 +25,7 @@ async def test_closing_two_weeks_after_the_release_ships(
     release = unique("2026.12")
     case = await Case(env, worker_settings.task_queue, unique("rel")).open()
     await to_development(case)
-    snap = await case.to("Pending Release", DEV, release_id=release)
+    snap = await case.to("Pending Release", TIER2, release_id=release)
     assert snap.release_id == release and snap.next_deadline is None  # waits for the release
     [pending] = await inbox.wait_for(Subject="release")
     assert release in pending.get_content()
@@ -60,7 +60,7 @@ async def test_customer_testing_closes_after_eleven_months(
     release = unique("2027.01")
     case = await Case(env, worker_settings.task_queue, unique("pct")).open()
     await to_development(case)
-    await case.to("Pending Release", DEV, release_id=release)
+    await case.to("Pending Release", TIER2, release_id=release)
     shipped_at = (await env.get_current_time(case.handle)).replace(microsecond=0)
     await case.client.release_shipped(
         case.number, ReleaseShipped(release_id=release, shipped_at=shipped_at)
@@ -88,7 +88,7 @@ async def test_from_closing_back_to_customer_testing_only_after_a_release(
     release = unique("2027.02")
     case = await Case(env, worker_settings.task_queue, unique("pct-closing")).open()
     await to_development(case)
-    await case.to("Pending Release", DEV, release_id=release)
+    await case.to("Pending Release", TIER2, release_id=release)
     now = await env.get_current_time(case.handle)
     await case.client.release_shipped(
         case.number, ReleaseShipped(release_id=release, shipped_at=now)

@@ -34,16 +34,17 @@ async def test_work_plan_is_refused_for_urgent_or_widespread_defects(
 ):
     case = await Case(env, worker_settings.task_queue, unique("wp-guard")).open(**fields)
     await to_tier2_analysis(case)
+    await case.to("Development", TIER2)
     updates_before = await update_events(case.handle)
     with pytest.raises(CaseRejected) as rejected:
-        await case.to("Pending Work Plan", TIER2)
+        await case.to("Pending Work Plan", DEV)  # Development decides, within the guards
     message = str(rejected.value)
     assert because in message
-    assert "Tier 2 Analysis" in message and "Pending Work Plan" in message
+    assert "Development" in message and "Pending Work Plan" in message
     assert rejected.value.reason == "guard"
     # A rejected update leaves no trace in the workflow's history.
     assert await update_events(case.handle) == updates_before
-    assert (await case.snapshot()).status == "Tier 2 Analysis"
+    assert (await case.snapshot()).status == "Development"
 
 
 async def test_reassessed_quarterly_then_closing_after_24_months(
@@ -62,14 +63,17 @@ async def test_reassessed_quarterly_then_closing_after_24_months(
     await case.settle(0.3)
     assert not inbox.matching(Subject="reassess")
     await case.pass_time(2 * MARGIN)
+    # Reassessed "by Support and Development": each team gets the notice.
     [notice] = await inbox.wait_for(Subject="reassess", To="support-team@example.org")
     assert case.number in notice["Subject"]
+    await inbox.wait_for(Subject="reassess", To="development-team@example.org")
 
     expiry = snap.timeline[7].at
     await case.pass_until(expiry - MARGIN)
-    await inbox.wait_for(7, Subject="reassess")
+    await inbox.wait_for(7, Subject="reassess", To="support-team@example.org")
     assert (await case.settle(0.3)).status == "Pending Work Plan"
     await case.pass_time(2 * MARGIN)
     snap = await case.wait_status("Closing")
     assert snap.status_since == expiry
-    assert len(inbox.matching(Subject="reassess")) == 7
+    assert len(inbox.matching(Subject="reassess", To="support-team@example.org")) == 7
+    assert len(inbox.matching(Subject="reassess", To="development-team@example.org")) == 7

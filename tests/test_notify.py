@@ -91,7 +91,7 @@ async def test_a_message_arrives_once_with_its_key_as_message_id(
         "Loans report shows wrong totals"
     )
     assert mail["Auto-Submitted"] == "auto-generated"
-    assert "Thursday 02 April 2026, 10:00 UTC" in mail.get_content()
+    assert "Thursday 2 April 2026, 10:00 UTC" in mail.get_content()
     entry = await store.outbox_entry(req.key)
     assert entry is not None and entry.sent_at is not None and entry.attempts == 1
 
@@ -192,7 +192,7 @@ def test_the_worker_registers_the_activities_by_their_wire_names(
         for fn in make_activities(None).activities()
     }
     # The single ones stay for runs of cases started before effects ran in batches.
-    assert names == {"persist", "notify", "persist_batch", "notify_batch"}
+    assert names == {"persist", "notify", "persist_batch", "notify_batch", "policy_settings"}
 
 
 async def test_a_batch_cut_by_a_mail_server_failure_sends_each_message_once_on_retry(
@@ -251,7 +251,11 @@ def test_templates_say_what_the_guide_asks_them_to() -> None:
     closing = render(MessageTemplate.CLOSING, "C-1", {"closes_at": "2026-05-15T08:00:00+00:00"})
     assert "close on Friday 15 May 2026, 08:00 UTC unless you comment" in closing.body
     assert "in 14 days" in render(MessageTemplate.CLOSING, "C-1", {}).body
-    assert "in 3 days" in render(MessageTemplate.CLOSING, "C-1", {"closes_in_days": 3}).body
+    facts = {"closes_in": "3 days", "closes_at": "2026-05-15T08:00:00+00:00"}
+    assert (
+        "in 3 days (on Friday 15 May 2026, 08:00 UTC)"
+        in render(MessageTemplate.CLOSING, "C-1", facts).body
+    )
     closed = render(MessageTemplate.CLOSED, "C-1", {}).body
     assert "open a new case" in closed and "reference case C-1" in closed
     assert (
