@@ -672,7 +672,7 @@ async def _demo() -> tuple[list[tuple[str, str]], str]:
                 priority=priority,
                 title=title,
                 contact_email=f"contact-{number}@example.org",
-                opened_by=customer,
+                opened_by=tier1,  # the desk opens it: only staff may set a (demo) policy
                 policy=DEMO_POLICY,
             )
         )
@@ -695,11 +695,12 @@ async def _demo() -> tuple[list[tuple[str, str]], str]:
                 await handoff("defect_verification")
                 await to(Status.TIER2_ANALYSIS, tier2)
                 await to(Status.DEVELOPMENT, tier2)
-                await to(Status.PENDING_RELEASE, dev, release_id=release)
+                await to(Status.PENDING_RELEASE, tier2, release_id=release)
             case "work_plan":
                 await handoff("consult")
                 await to(Status.TIER2_ANALYSIS, tier2)
-                await to(Status.PENDING_WORK_PLAN, tier2, note="enhancement for a work plan")
+                await to(Status.DEVELOPMENT, tier2)
+                await to(Status.PENDING_WORK_PLAN, dev, note="a defect for a future work plan")
             case "replied":
                 await to(Status.PENDING_CUSTOMER_RESPONSE, tier1)
                 reply = CustomerReply(text="Here is the file that fails.", actor=customer)

@@ -256,7 +256,7 @@ async def live(
                 TierHandoff(to_tier=2, reason="defect_verification", actor=TIER1),
                 to("Tier 2 Analysis", TIER2),
                 to("Development", TIER2),
-                to("Pending Release", Actor(role="development", name="Dev"), release_id="R-1"),
+                to("Pending Release", TIER2, release_id="R-1"),
             ],
         ),
     ]
