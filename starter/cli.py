@@ -518,8 +518,10 @@ def render_snapshot(snap: Snapshot) -> None:
         history.add_column(column)
     for h in snap.history:
         who = f"{h.actor.role} {h.actor.name}"
+        # A deadline that acted late shows both instants: when it was due, when it acted.
+        at = when(h.at) if h.due in (None, h.at) else f"{when(h.at)} (due {when(h.due)})"
         history.add_row(
-            str(h.seq), when(h.at), f"{h.from_status or '(opened)'} → {h.to_status}", who, h.note
+            str(h.seq), at, f"{h.from_status or '(opened)'} → {h.to_status}", who, h.note
         )
     console.print(history)
 

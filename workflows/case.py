@@ -109,6 +109,8 @@ class SupportCase:
                 self._effects.extend(decision.effects)
         except (Malformed, ValidationError, Rejection) as err:
             self._start_error = explain(err)
+        except Exception as err:  # a bug of the core: the start fails with it, never the task
+            self._start_error = f"the case could not open: {err!r}"[:1_000]
 
     @workflow.run
     async def run(self, start: RawValue) -> Snapshot:
@@ -146,9 +148,10 @@ class SupportCase:
         )
         try:
             self._commit(lifecycle.resolve_policy(self._state, settings, workflow.now()))
-        except Rejection as rejection:
+        except Exception as err:
+            message = err.message if isinstance(err, Rejection) else repr(err)
             raise ApplicationError(
-                f"invalid case input: {rejection.message}",
+                f"invalid case input: {message}",
                 type="InvalidCaseInput",
                 non_retryable=True,
             ) from None

@@ -498,7 +498,10 @@ def timeline(state: CaseState, limit: int = 32) -> list[Deadline]:
     out: list[Deadline] = []
     while len(out) < limit and (due := next_deadline(state)) is not None:
         out.append(due)
-        state = decide(state, Due(due), due.at).state
+        try:
+            state = decide(state, Due(due), due.at).state
+        except Exception:  # a view: what the core cannot foresee ends it; a case always answers
+            break
     return out
 
 
@@ -904,7 +907,8 @@ def _record_change(
         seq=state.seq, from_status=src, to_status=dst, at=now, actor=actor, note=note, due=due
     )
     state.history = [*state.history, entry][-HISTORY_TAIL:]
-    _remember(state, now, f"{src or 'opened'} → {dst} by {actor.role} {actor.name}")
+    late = f" (due {due:%Y-%m-%d %H:%M:%S}; acted late)" if due is not None and due != now else ""
+    _remember(state, now, f"{src or 'opened'} → {dst} by {actor.role} {actor.name}{late}")
     effects.append(
         Persist(
             key=_key(state, "persist"),
