@@ -24,7 +24,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from settings import Settings
-from starter import release_cli
+from starter import policy_cli, release_cli
 from starter.client import CaseClient, CaseRow, case_query
 from starter.connection import TemporalUnavailable, address_configured, connect
 from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
@@ -34,6 +34,7 @@ from workflows.contract import (
     CaseInput,
     CustomerReply,
     DeadlinePolicy,
+    PolicyOverrides,
     Priority,
     ReleaseInput,
     Role,
@@ -71,7 +72,8 @@ DEMO_POLICY = DeadlinePolicy(
 
 def _transition_help() -> str:
     rows = []
-    for rule in lifecycle.TABLE:
+    # The current edition: the rules a case opened now runs (older cases keep theirs).
+    for rule in lifecycle.rules():
         if rule.via is not Via.TRANSITION:
             continue
         sources = ", ".join(s for s in Status if s in rule.sources)
@@ -100,6 +102,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(release_cli.app, name="release")
+app.add_typer(policy_cli.app, name="policy")
 db_app = typer.Typer(help="The case store (SQLite or PostgreSQL, CASES_DATABASE_URL).")
 app.add_typer(db_app, name="db")
 
@@ -202,7 +205,9 @@ def _role_for(snap: Snapshot, to: Status | None) -> Role:
     )
 
 
-def _policy(items: list[str] | None, demo: bool) -> DeadlinePolicy | None:
+def _policy(items: list[str] | None, demo: bool) -> PolicyOverrides | None:
+    """The opener's overrides: only the fields given, so the rest follow the organisation's
+    default (CASES_DEFAULT_POLICY)."""
     if not items and not demo:
         return None
     fields: dict[str, Any] = DEMO_POLICY.model_dump(mode="json") if demo else {}
@@ -211,7 +216,7 @@ def _policy(items: list[str] | None, demo: bool) -> DeadlinePolicy | None:
         if not sep or not key.strip() or not span.strip():
             raise BadInput(f"--policy takes KEY=SPAN (e.g. pcr_reminder=2min), not {item!r}")
         fields[key.strip()] = span.strip()
-    return DeadlinePolicy.model_validate(fields)
+    return PolicyOverrides.model_validate(fields)
 
 
 def _ui_link(path: str) -> str | None:
@@ -695,11 +700,14 @@ async def _demo() -> tuple[list[tuple[str, str]], str]:
                 await handoff("defect_verification")
                 await to(Status.TIER2_ANALYSIS, tier2)
                 await to(Status.DEVELOPMENT, tier2)
-                await to(Status.PENDING_RELEASE, dev, release_id=release)
+                # The Support analyst that owns the case sets Pending Release (Tier 2 here).
+                await to(Status.PENDING_RELEASE, tier2, release_id=release)
             case "work_plan":
                 await handoff("consult")
                 await to(Status.TIER2_ANALYSIS, tier2)
-                await to(Status.PENDING_WORK_PLAN, tier2, note="enhancement for a work plan")
+                await to(Status.DEVELOPMENT, tier2)
+                # Development decides that an enhancement waits for a work plan.
+                await to(Status.PENDING_WORK_PLAN, dev, note="enhancement for a work plan")
             case "replied":
                 await to(Status.PENDING_CUSTOMER_RESPONSE, tier1)
                 reply = CustomerReply(text="Here is the file that fails.", actor=customer)
