@@ -283,14 +283,18 @@ def open_case(
         typer.Option(
             "--policy",
             help=(
-                "Override a deadline, KEY=SPAN, repeatable; keys: "
+                "Staff (--as tier1): override a deadline of this case, KEY=SPAN, repeatable "
+                "(the rest follow the organisation's default); keys: "
                 + ", ".join(DeadlinePolicy.model_fields)
                 + "; spans like 14d, 3mo, 2min."
             ),
         ),
     ] = None,
     demo_policy: Annotated[
-        bool, typer.Option("--demo-policy", help="Deadlines in minutes, as the demo uses.")
+        bool,
+        typer.Option(
+            "--demo-policy", help="Staff (--as tier1): deadlines in minutes, as the demo uses."
+        ),
     ] = False,
     role: Annotated[
         ActorRole, typer.Option("--as", help="Who opens it: customer or tier1.")
@@ -301,6 +305,12 @@ def open_case(
     """Open a case: start its SupportCase workflow (id case-NUMBER)."""
     with handled(as_json):
         opener = Role(role)
+        overrides = _policy(policy, demo_policy)
+        if overrides is not None and opener is Role.CUSTOMER:
+            # The case would ignore it (deadlines are the organisation's promise): say so now.
+            raise BadInput(
+                "--policy is for staff: open with --as tier1 (a customer gets the defaults)"
+            )
         case = CaseInput(
             case_number=case_number,
             institution=institution,
@@ -311,7 +321,7 @@ def open_case(
             affects_multiple_institutions=affects_multiple_institutions,
             references=references,
             opened_by=_actor(opener, name, institution if opener is Role.CUSTOMER else None),
-            policy=_policy(policy, demo_policy),
+            policy=overrides,
         )
 
         async def work() -> tuple[str, int]:
@@ -677,7 +687,8 @@ async def _demo() -> tuple[list[tuple[str, str]], str]:
                 priority=priority,
                 title=title,
                 contact_email=f"contact-{number}@example.org",
-                opened_by=customer,
+                # Staff set a policy at open (a customer's would be ignored: defaults apply).
+                opened_by=tier1,
                 policy=DEMO_POLICY,
             )
         )

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -75,13 +75,30 @@ def parse_sets(items: list[str]) -> PolicyOverrides:
         if name in fields:
             raise BadInput(f"--set gives {name} twice")
         fields[name] = span
-    overrides = PolicyOverrides.model_validate(fields)
-    given = overrides.given()
-    # Fields given together must agree among themselves; each case checks them with its own.
-    if "pcr_reminder" in given and "pcr_closing" in given:
-        pair = {"pcr_reminder": fields["pcr_reminder"], "pcr_closing": fields["pcr_closing"]}
-        DeadlinePolicy.model_validate({**DeadlinePolicy().model_dump(), **pair})
+    try:
+        overrides = PolicyOverrides.model_validate(fields)
+        # Fields given together must agree among themselves; each case checks them with its own.
+        if "pcr_reminder" in fields and "pcr_closing" in fields:
+            pair = {"pcr_reminder": fields["pcr_reminder"], "pcr_closing": fields["pcr_closing"]}
+            DeadlinePolicy.model_validate({**DeadlinePolicy().model_dump(), **pair})
+    except ValidationError as invalid:
+        raise BadInput(f"--set: {_problems(invalid)}") from None
     return overrides
+
+
+def _problems(invalid: ValidationError) -> str:
+    """Each problem as ``field: message`` (a bound on the whole policy names its fields)."""
+    return "; ".join(
+        ": ".join(
+            part
+            for part in (
+                ".".join(str(x) for x in e["loc"]),
+                str(e["msg"]).removeprefix("Value error, "),
+            )
+            if part
+        )
+        for e in invalid.errors()
+    )
 
 
 def event_id(overrides: PolicyOverrides, reason: str) -> str:
@@ -137,9 +154,8 @@ async def _one(
             return
         done = await asyncio.wait_for(cases.apply_policy(number, change), ANSWER_WITHIN)
     except CaseRejected as rejected:
-        message = str(rejected).removeprefix(f"case {number} is in ")
         outcome.rejected.append(
-            Refusal(case_number=number, reason=rejected.reason or "rejected", message=message)
+            Refusal(case_number=number, reason=rejected.reason or "rejected", message=str(rejected))
         )
         return
     except TimeoutError:
