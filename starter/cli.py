@@ -533,8 +533,14 @@ def render_snapshot(snap: Snapshot) -> None:
         history.add_column(column)
     for h in snap.history:
         who = f"{h.actor.role} {h.actor.name}"
+        # A deadline that acted late shows both instants: when it acted, and when it was due.
+        late = f" (due {when(h.due)})" if h.due and h.due != h.at else ""
         history.add_row(
-            str(h.seq), when(h.at), f"{h.from_status or '(opened)'} → {h.to_status}", who, h.note
+            str(h.seq),
+            when(h.at) + late,
+            f"{h.from_status or '(opened)'} → {h.to_status}",
+            who,
+            h.note,
         )
     console.print(history)
 

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from settings import Settings
-from starter.client import CaseClient, CaseRejected
+from starter.client import CaseClient, CaseRejected, quoted
 from starter.connection import connect
 from starter.output import BadInput, Code, ago, emit_json, err, handled, out, when
 from workflows import lifecycle
@@ -176,8 +176,10 @@ async def _one(
 
 async def _apply(query: str, change: ApplyPolicy, dry_run: bool, show_bar: bool) -> Outcome:
     cases = await _cases()
-    # Open cases only: a closed case's deadlines are over.
-    scope = f'ExecutionStatus = "Running" AND ({query})'
+    # Open cases only (a closed case's deadlines are over), of this deployment's task queue (a
+    # case whose workers are gone would not answer).
+    mine = f"TaskQueue = {quoted(cases.task_queue)}"
+    scope = f'ExecutionStatus = "Running" AND {mine} AND ({query})'
     numbers = [row.case_number async for row in cases.find(query=scope)]
     outcome = Outcome()
     gate = asyncio.Semaphore(AT_ONCE)

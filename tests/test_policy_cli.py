@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from activities import CaseStore
+from tests import readme
 from tests.scenario import TIER1, Case
 from tests.test_cli import Cli, cli, cli_env, eventually  # noqa: F401 (fixtures)
 from workflows.calendar import Span
@@ -194,3 +196,34 @@ async def test_a_bad_set_names_the_field_and_the_bound(
 
     snap = await cases.snapshot(number)
     assert snap.policy.pcr_reminder == Span(14, "d") and len(snap.policy_changes) == 1
+
+
+async def test_the_readme_policy_block(
+    cli: Cli,  # noqa: F811
+    env: Any,
+    worker_settings: Any,
+    unique: Callable[[str], str],
+) -> None:
+    """README, "Changing the policy of open cases": the commands as written, on this test's
+    worker (its task queue scopes the query to this test's cases)."""
+    prefix = unique("RP").replace("-", "")
+    number = readme.with_cases("00123456", prefix)
+    await _open_waiting(env, worker_settings.task_queue, [number], "Alma University")
+    cases = Case(env, worker_settings.task_queue, number).client
+    await _listed(cases, f'WorkflowId = "case-{number}"', 1)
+    block = readme.commands(readme.with_cases(readme.example("policy"), prefix))
+    lines = [line for line in block if not line.startswith("#")]
+    assert [shlex.split(line, comments=True)[3:5] for line in lines] == [
+        ["policy", "apply"],
+        ["policy", "apply"],
+        ["policy", "show"],
+    ]
+    results = [await cli(*shlex.split(line, comments=True)[3:]) for line in lines]
+    assert "dry run: 1 would change, 0 unchanged, 0 rejected" in results[0].stdout
+    assert "pcr_reminder=10d, pcr_closing=20d: 1 applied, 0 unchanged" in results[1].stdout
+    assert "pcr_closing 35d → 20d" in results[2].stdout and "council decision" in results[2].stdout
+    again = await cli(*shlex.split(lines[1], comments=True)[3:])
+    assert "1 unchanged" in again.stdout
+    snap = await cases.snapshot(number)
+    assert snap.next_deadline is not None
+    assert snap.next_deadline.at == snap.status_since + timedelta(days=10)
