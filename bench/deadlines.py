@@ -46,7 +46,7 @@ from bench.common import (
     worker_process,
     write_results,
 )
-from bench.lifecycle import CUSTOMER, DEV, TIER1, TIER2
+from bench.lifecycle import CUSTOMER, TIER1, TIER2
 from starter.client import CaseClient
 from workflows.contract import (
     CaseInput,
@@ -140,7 +140,7 @@ class Driver:
             await handle.signal("transition", TransitionRequest(to=to, actor=actor))
         await handle.signal(
             "transition",
-            TransitionRequest(to=Status.PENDING_RELEASE, actor=DEV, release_id=self.release),
+            TransitionRequest(to=Status.PENDING_RELEASE, actor=TIER2, release_id=self.release),
         )
 
     async def all_set_up(self, count: int, within: float) -> None:

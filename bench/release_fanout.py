@@ -103,7 +103,7 @@ def pending_release(
         TierHandoff(to_tier=2, reason="defect_verification", actor=TIER1),
         TransitionRequest(to=Status.TIER2_ANALYSIS, actor=TIER2),
         TransitionRequest(to=Status.DEVELOPMENT, actor=TIER2),
-        TransitionRequest(to=Status.PENDING_RELEASE, actor=DEV, release_id=release_id),
+        TransitionRequest(to=Status.PENDING_RELEASE, actor=TIER2, release_id=release_id),
     ):
         decision = lifecycle.decide(state, event, now)
         state = decision.state
