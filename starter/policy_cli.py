@@ -275,6 +275,8 @@ def apply(
         raise typer.Exit(int(code))
     console = out()
     fields = ", ".join(f"{name}={span}" for name, span in change.policy.given().items())
+    if not (outcome.applied or outcome.unchanged or outcome.rejected or outcome.previews):
+        console.print(f"no open case of task queue {Settings().task_queue} matches: {query}")
     if dry_run and outcome.previews:
         table = Table(title=f"Dry run: {fields}", title_justify="left", box=None)
         for column in ("case", "status", "next deadline now", "after the change"):

@@ -183,6 +183,12 @@ async def test_a_bad_set_names_the_field_and_the_bound(
     crossed = await cli(*apply, "--set", "pcr_reminder=30d", "--set", "pcr_closing=20d", expect=2)
     assert "--set: pcr_reminder (30d) must come before pcr_closing (20d)" in crossed.stderr
 
+    nobody = ["--query", f'CaseInstitution = "{unique("Nobody")}"', "--reason", "r"]
+    none = await cli("policy", "apply", *nobody, "--set", "pcr_reminder=3d")
+    assert "no open case of task queue" in none.stdout and "0 applied" in none.stdout
+    await cli("policy", "apply", "--query", "CaseStatus ==", "--set", "pcr_reminder=3d",
+              "--reason", "r", expect=2)  # fmt: skip
+
     # Given alone, the reminder is checked against each case's own Closing: the case refuses.
     refused = await cli(*apply, "--set", "pcr_reminder=40d", expect=1)
     assert "0 applied, 0 unchanged, 1 rejected" in refused.stdout
