@@ -151,7 +151,7 @@ async def engine_case(cases: CaseClient, number: str, release_id: str, polls: li
     )
     await move(Status.TIER2_ANALYSIS, TIER2)
     await move(Status.DEVELOPMENT, TIER2)
-    await move(Status.PENDING_RELEASE, TIER2, release_id=release_id)
+    await move(Status.PENDING_RELEASE, TIER2, release_id=release_id)  # the owner analyst
     await handle.signal(
         "release_shipped", ReleaseShipped(release_id=release_id, shipped_at=datetime.now(UTC))
     )

@@ -110,10 +110,10 @@ async def open_cases(cases: CaseClient) -> None:
             await to(Status.TIER2_ANALYSIS, TIER2)
         if story == "release":
             await to(Status.DEVELOPMENT, TIER2)
-            await to(Status.PENDING_RELEASE, TIER2, release_id="2026.12")
+            await to(Status.PENDING_RELEASE, TIER2, release_id="2026.12")  # the owner analyst
         if story == "work_plan":
             await to(Status.DEVELOPMENT, TIER2)
-            await to(Status.PENDING_WORK_PLAN, DEV)
+            await to(Status.PENDING_WORK_PLAN, DEV)  # Development decides
         if story == "tier2":
             await to(Status.TIER2_W4I, TIER2, note="which index profile is used?")
 

@@ -24,7 +24,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from settings import Settings
-from starter import release_cli
+from starter import policy_cli, release_cli
 from starter.client import CaseClient, CaseRow, case_query
 from starter.connection import TemporalUnavailable, address_configured, connect
 from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
@@ -34,6 +34,7 @@ from workflows.contract import (
     CaseInput,
     CustomerReply,
     DeadlinePolicy,
+    PolicyOverrides,
     Priority,
     ReleaseInput,
     Role,
@@ -71,7 +72,8 @@ DEMO_POLICY = DeadlinePolicy(
 
 def _transition_help() -> str:
     rows = []
-    for rule in lifecycle.TABLE:
+    # The current edition: the rules a case opened now runs (older cases keep theirs).
+    for rule in lifecycle.rules():
         if rule.via is not Via.TRANSITION:
             continue
         sources = ", ".join(s for s in Status if s in rule.sources)
@@ -100,6 +102,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(release_cli.app, name="release")
+app.add_typer(policy_cli.app, name="policy")
 db_app = typer.Typer(help="The case store (SQLite or PostgreSQL, CASES_DATABASE_URL).")
 app.add_typer(db_app, name="db")
 
@@ -202,7 +205,9 @@ def _role_for(snap: Snapshot, to: Status | None) -> Role:
     )
 
 
-def _policy(items: list[str] | None, demo: bool) -> DeadlinePolicy | None:
+def _policy(items: list[str] | None, demo: bool) -> PolicyOverrides | None:
+    """The opener's overrides: only the fields given, so the rest follow the organisation's
+    default (CASES_DEFAULT_POLICY)."""
     if not items and not demo:
         return None
     fields: dict[str, Any] = DEMO_POLICY.model_dump(mode="json") if demo else {}
@@ -211,7 +216,7 @@ def _policy(items: list[str] | None, demo: bool) -> DeadlinePolicy | None:
         if not sep or not key.strip() or not span.strip():
             raise BadInput(f"--policy takes KEY=SPAN (e.g. pcr_reminder=2min), not {item!r}")
         fields[key.strip()] = span.strip()
-    return DeadlinePolicy.model_validate(fields)
+    return PolicyOverrides.model_validate(fields)
 
 
 def _ui_link(path: str) -> str | None:
@@ -278,14 +283,18 @@ def open_case(
         typer.Option(
             "--policy",
             help=(
-                "Override a deadline, KEY=SPAN, repeatable; keys: "
+                "Staff (--as tier1): override a deadline of this case, KEY=SPAN, repeatable "
+                "(the rest follow the organisation's default); keys: "
                 + ", ".join(DeadlinePolicy.model_fields)
                 + "; spans like 14d, 3mo, 2min."
             ),
         ),
     ] = None,
     demo_policy: Annotated[
-        bool, typer.Option("--demo-policy", help="Deadlines in minutes, as the demo uses.")
+        bool,
+        typer.Option(
+            "--demo-policy", help="Staff (--as tier1): deadlines in minutes, as the demo uses."
+        ),
     ] = False,
     role: Annotated[
         ActorRole, typer.Option("--as", help="Who opens it: customer or tier1.")
@@ -296,6 +305,12 @@ def open_case(
     """Open a case: start its SupportCase workflow (id case-NUMBER)."""
     with handled(as_json):
         opener = Role(role)
+        overrides = _policy(policy, demo_policy)
+        if overrides is not None and opener is Role.CUSTOMER:
+            # The case would ignore it (deadlines are the organisation's promise): say so now.
+            raise BadInput(
+                "--policy is for staff: open with --as tier1 (a customer gets the defaults)"
+            )
         case = CaseInput(
             case_number=case_number,
             institution=institution,
@@ -306,7 +321,7 @@ def open_case(
             affects_multiple_institutions=affects_multiple_institutions,
             references=references,
             opened_by=_actor(opener, name, institution if opener is Role.CUSTOMER else None),
-            policy=_policy(policy, demo_policy),
+            policy=overrides,
         )
 
         async def work() -> tuple[str, int]:
@@ -518,10 +533,14 @@ def render_snapshot(snap: Snapshot) -> None:
         history.add_column(column)
     for h in snap.history:
         who = f"{h.actor.role} {h.actor.name}"
-        # A deadline that acted late shows both instants: when it was due, when it acted.
-        at = when(h.at) if h.due in (None, h.at) else f"{when(h.at)} (due {when(h.due)})"
+        # A deadline that acted late shows both instants: when it acted, and when it was due.
+        late = f" (due {when(h.due)})" if h.due and h.due != h.at else ""
         history.add_row(
-            str(h.seq), at, f"{h.from_status or '(opened)'} → {h.to_status}", who, h.note
+            str(h.seq),
+            when(h.at) + late,
+            f"{h.from_status or '(opened)'} → {h.to_status}",
+            who,
+            h.note,
         )
     console.print(history)
 
@@ -674,7 +693,8 @@ async def _demo() -> tuple[list[tuple[str, str]], str]:
                 priority=priority,
                 title=title,
                 contact_email=f"contact-{number}@example.org",
-                opened_by=tier1,  # the desk opens it: only staff may set a (demo) policy
+                # Staff set a policy at open (a customer's would be ignored: defaults apply).
+                opened_by=tier1,
                 policy=DEMO_POLICY,
             )
         )
@@ -697,12 +717,14 @@ async def _demo() -> tuple[list[tuple[str, str]], str]:
                 await handoff("defect_verification")
                 await to(Status.TIER2_ANALYSIS, tier2)
                 await to(Status.DEVELOPMENT, tier2)
+                # The Support analyst that owns the case sets Pending Release (Tier 2 here).
                 await to(Status.PENDING_RELEASE, tier2, release_id=release)
             case "work_plan":
                 await handoff("consult")
                 await to(Status.TIER2_ANALYSIS, tier2)
                 await to(Status.DEVELOPMENT, tier2)
-                await to(Status.PENDING_WORK_PLAN, dev, note="a defect for a future work plan")
+                # Development decides that an enhancement waits for a work plan.
+                await to(Status.PENDING_WORK_PLAN, dev, note="enhancement for a work plan")
             case "replied":
                 await to(Status.PENDING_CUSTOMER_RESPONSE, tier1)
                 reply = CustomerReply(text="Here is the file that fails.", actor=customer)

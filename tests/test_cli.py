@@ -170,7 +170,14 @@ async def test_transition_help_is_the_table(cli_env: dict[str, str | None]) -> N
     assert result.exit_code == 0
     for status in lifecycle.targets(Via.TRANSITION):
         assert status in result.stdout
-    assert "• Development → Pending Release: development (needs release_id)" in result.stdout
+    # The current edition: the owner tier's analyst sets Pending Release, Development alone
+    # decides Pending Work Plan.
+    assert (
+        "• Development → Pending Release: tier1, tier2 "
+        "(the Support analyst that owns the case; needs release_id)" in result.stdout
+    )
+    assert "• Development → Pending Work Plan: development (Development decides;" in result.stdout
+    assert "Tier 2 Analysis, Development → Pending Work Plan" not in result.stdout
     assert "• Closing → Pending Customer Testing: customer" in result.stdout
 
 
@@ -257,3 +264,33 @@ async def test_python_m_starter_exits_with_the_codes(
     assert code == 0
     code, err = await run("transition", number, "Closed")
     assert code == 1 and "rejected (not_allowed)" in err
+
+
+def test_show_prints_when_a_late_deadline_was_due(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deadline that acted after an outage: its history row shows when it acted and was due."""
+    monkeypatch.setenv("COLUMNS", "300")  # one line per row
+    from starter.cli import render_snapshot
+    from workflows.contract import Actor, DeadlinePolicy, HistoryEntry
+
+    opened = datetime.fromisoformat("2026-12-01T09:00:00+00:00")
+    due = opened + timedelta(days=28)
+    acted = due + timedelta(days=20)
+    system = Actor(role="system", name="lifecycle")
+    snap = Snapshot(
+        case_number="LATE-1", status="Closing", status_since=acted, owner_tier=1,
+        priority="normal", institution="Alma University", product="Alma", title="t",
+        release_id=None, release_shipped_at=None, next_deadline=None, timeline=[],
+        history=[
+            HistoryEntry(seq=1, from_status=None, to_status="New", at=opened, actor=system),
+            HistoryEntry(
+                seq=2, from_status="Pending Customer Response", to_status="Closing", at=acted,
+                actor=system, note="deadline pcr_closing", due=due,
+            ),
+        ],
+        rejected=[], policy=DeadlinePolicy(), opened_at=opened,
+    )  # fmt: skip
+    render_snapshot(snap)
+    row = next(line for line in capsys.readouterr().out.splitlines() if "→ Closing" in line)
+    assert "2027-01-18 09:00:00 UTC (due 2026-12-29 09:00:00 UTC)" in row

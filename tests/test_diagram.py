@@ -9,7 +9,7 @@ from pathlib import Path
 
 from workflows import diagram
 from workflows.contract import DeadlinePolicy, Status
-from workflows.lifecycle import TABLE
+from workflows.lifecycle import TABLE, rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +57,11 @@ def test_edge_labels_name_roles_and_how():
         "WaitingForProcess --> Tier1Analysis : tier1 · owner tier",
         "WaitingForVendorInput --> Tier2Analysis : tier2, kb_team · owner tier",
         "Closing --> PendingCustomerTesting : customer · came from Pending Release",
+        # Edition 2: the owner tier's analyst sets Pending Release, Development alone decides
+        # Pending Work Plan, and testing waits for the ship.
+        "Development --> PendingRelease : tier1, tier2 · owner tier, with release_id",
+        "Development --> PendingWorkPlan : development · normal/low, one institution",
+        "PendingRelease --> PendingCustomerTesting : customer · after the ship",
         "Closed --> [*]",
     ]
     for line in expected:
@@ -64,7 +69,7 @@ def test_edge_labels_name_roles_and_how():
 
 
 def test_one_edge_per_source_target_of_each_rule():
-    count = sum(len(r.sources) * len(r.targets) for r in TABLE)
+    count = sum(len(r.sources) * len(r.targets) for r in rules())
     assert len(diagram.edges()) == count
     assert diagram.mermaid().count(" --> ") == count + 2  # plus open and final
 
@@ -72,11 +77,28 @@ def test_one_edge_per_source_target_of_each_rule():
 def test_the_rules_table_has_one_row_per_rule():
     rows = diagram.rules_table().splitlines()
     assert rows[0] == "| from | to | who | via | note |"
-    assert len(rows) == 2 + 1 + len(TABLE)  # header, separator, the open row, the rules
+    assert len(rows) == 2 + 1 + len(rules())  # header, separator, the open row, the rules
     assert (
-        "| `Development` | `Pending Release` | development | `transition` | needs release_id |"
-        in (rows)
+        "| `Development` | `Pending Release` | tier1, tier2 | `transition` "
+        "| the Support analyst that owns the case; needs release_id |" in rows
     )
+    assert (
+        "| `Development` | `Pending Work Plan` | development | `transition` "
+        "| Development decides; normal or low priority, one institution |" in rows
+    )
+
+
+def test_only_the_current_edition_is_drawn():
+    """Edition 1's rows (Tier 2 sets Pending Work Plan, Development sets Pending Release,
+    testing before the ship) are no edge of the picture."""
+    lines = set(diagram.mermaid().splitlines())
+    assert (
+        "    Tier2Analysis --> PendingWorkPlan : tier2, development · normal/low, one institution"
+        not in lines
+    )
+    assert "    Development --> PendingRelease : development · with release_id" not in lines
+    assert "    PendingRelease --> PendingCustomerTesting : customer" not in lines
+    assert len(diagram.edges()) < sum(len(r.sources) * len(r.targets) for r in TABLE)
 
 
 def test_labels_follow_the_policy():

@@ -23,7 +23,7 @@ from starter.connection import temporal_cli
 from starter.schedules import delete_train, list_trains
 from tests import readme
 from tests.releases import register, wait_release
-from tests.scenario import DEV, TIER1, TIER2, Case
+from tests.scenario import TIER1, TIER2, Case
 
 Cli = Callable[..., Awaitable[Result]]
 
@@ -141,7 +141,8 @@ async def test_the_ops_recipe_signals_every_waiting_case_with_temporal_s_cli(
         await case.handoff(2, "defect_verification", TIER1)
         await case.walk(("Tier 2 Analysis", TIER2), ("Development", TIER2))
     for case in waiting:
-        await case.to("Pending Release", DEV, release_id=release)
+        # The Support analyst that owns the case (Tier 2, after the handoff) sets Pending Release.
+        await case.to("Pending Release", TIER2, release_id=release)
 
     query = f'CaseRelease = "{release}" AND CaseStatus = "Pending Release"'
     shipped_at = datetime.now(UTC).replace(microsecond=0)

@@ -1,4 +1,5 @@
-"""The lifecycle as a picture: a Mermaid ``stateDiagram-v2`` and a table, both read from ``TABLE``.
+"""The lifecycle as a picture: a Mermaid ``stateDiagram-v2`` and a table, both read from the
+current edition of the table (``lifecycle.rules()``).
 
 ``python -m workflows.diagram`` prints the markdown page; ``--write`` writes ``docs/lifecycle.md``;
 ``--check`` exits non-zero when that file is stale. Pure: no Temporal here.
@@ -23,7 +24,7 @@ from workflows.contract import (
     Status,
     TransitionRequest,
 )
-from workflows.lifecycle import OPENERS, TABLE, CaseState, Rule, Via
+from workflows.lifecycle import EDITION, OPENERS, CaseState, Rule, Via, rules
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"
 COMMAND = "python -m workflows.diagram --write"
@@ -33,6 +34,8 @@ _GUARD_TAGS = {
     "_back_to_owner": "owner tier",
     "_work_plan_eligible": "normal/low, one institution",
     "_needs_release": "with release_id",
+    "_owner_analyst_sets_release": "owner tier, with release_id",
+    "_release_shipped": "after the ship",
     "_came_from_pending_release": "came from Pending Release",
 }
 
@@ -42,7 +45,7 @@ _VIA_TAGS = {
     Via.TIER_HANDOFF: "handoff",
 }
 
-# Deadlines that act without changing the status (so they are no row of TABLE).
+# Deadlines that act without changing the status (so they are no row of the table).
 _IN_PLACE = {
     DeadlineKind.PCR_REMINDER: (
         Status.PENDING_CUSTOMER_RESPONSE,
@@ -78,7 +81,8 @@ _PROBE_AT = datetime(2001, 1, 1, tzinfo=UTC)
 
 
 def _probes() -> list[CaseState]:
-    """Case states covering what guards look at (owner tier, the status the case came from)."""
+    """Case states covering what guards look at (owner tier, the status the case came from,
+    whether the case's release shipped)."""
     case = CaseInput(
         case_number="probe",
         institution="probe",
@@ -96,9 +100,12 @@ def _probes() -> list[CaseState]:
         opened_at=_PROBE_AT,
     )
     return [
-        base.model_copy(update={"owner_tier": tier, "came_from": came_from})
+        base.model_copy(
+            update={"owner_tier": tier, "came_from": came_from, "release_shipped_at": shipped}
+        )
         for tier in (1, 2)
         for came_from in (None, *Status)
+        for shipped in (None, _PROBE_AT)
     ]
 
 
@@ -142,7 +149,7 @@ def edges(policy: DeadlinePolicy | None = None) -> list[tuple[Status, Status, st
     policy = policy or DeadlinePolicy()
     return [
         (src, dst, edge_label(rule, src, dst, policy))
-        for rule in TABLE
+        for rule in rules()
         for src in Status
         if src in rule.sources
         for dst in Status
@@ -183,7 +190,7 @@ def rules_table(policy: DeadlinePolicy | None = None) -> str:
         "|---|---|---|---|---|",
         f"| (open) | `{Status.NEW}` | {openers} | start | the workflow starts |",
     ]
-    for rule in TABLE:
+    for rule in rules():
         who = ", ".join(r for r in Role if r in rule.roles)
         note = rule.note or ("the case's own timer" if rule.via is Via.DEADLINE else "")
         rows.append(
@@ -195,7 +202,7 @@ def rules_table(policy: DeadlinePolicy | None = None) -> str:
 
 def in_place_deadlines(policy: DeadlinePolicy | None = None) -> str:
     policy = policy or DeadlinePolicy()
-    in_table = {r.deadline for r in TABLE if r.deadline is not None}
+    in_table = {r.deadline for r in rules() if r.deadline is not None}
     lines = []
     for kind, (status, word, what) in _IN_PLACE.items():
         if kind not in in_table:
@@ -210,12 +217,14 @@ def render(policy: DeadlinePolicy | None = None) -> str:
             [
                 "# Support-case lifecycle",
                 "",
-                f"<!-- Generated from workflows/lifecycle.py (TABLE) by `{COMMAND}`"
+                f"<!-- Generated from workflows/lifecycle.py (rules()) by `{COMMAND}`"
                 " (make docs). Do not edit by hand. -->",
                 "",
                 "Every status change of a case goes through one transition table, `TABLE` in",
-                "`workflows/lifecycle.py`; this page is generated from it. Edge labels name the",
-                "roles that may make the move and how: a transition request (no tag), a customer",
+                "`workflows/lifecycle.py`; this page is generated from its current edition",
+                f"({EDITION}, `rules()`): the rules every new case runs (a case opened under an",
+                "older edition keeps those until its next run). Edge labels name the roles that",
+                "may make the move and how: a transition request (no tag), a customer",
                 "`reply`, a tier `handoff`, or the case's own timer (`system · after 14d`; the",
                 "durations are those of the default deadline policy, counted from the case's",
                 "entry into the status). A tag such as `owner tier` marks a guarded move; the",
@@ -233,9 +242,16 @@ def render(policy: DeadlinePolicy | None = None) -> str:
                 "",
                 in_place_deadlines(policy),
                 "",
-                "The owner tier is 1 when the case opens, 2 from entering `Tier 2 New`, and 1",
-                "again from entering `Tier 2 Closed`. `Closed` is final: a recurrence is a new",
-                "case that references the closed one.",
+                "A deadline that acts late (no worker ran at its instant) moves the case when it",
+                "acts, and the next status counts its deadlines from then: a late Closing still",
+                "gives the customer the full period after its notice. The history keeps both",
+                "instants (due and acted). A reminder due together with the Closing it announces",
+                "is not sent. The release clock counts from the ship instant.",
+                "",
+                "The owner tier is 1 when the case opens, 2 from entering `Tier 2 New`, 1",
+                "again from entering `Tier 2 Closed`, and 2 from `Development` back to",
+                "`Tier 2 Analysis`. `Closed` is final: a recurrence is a new case that references",
+                "the closed one.",
             ]
         )
         + "\n"
@@ -244,7 +260,8 @@ def render(policy: DeadlinePolicy | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m workflows.diagram", description="The lifecycle diagram, from TABLE."
+        prog="python -m workflows.diagram",
+        description="The lifecycle diagram, from the table's current edition.",
     )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", action="store_true", help=f"write {DOC_PATH.name} under docs/")
