@@ -51,6 +51,7 @@ from starter.connection import (
     redacted,
 )
 from starter.devserver import DevServer, DevServerConfig, DevServerError
+from starter.encryption import EncryptionConfigError, data_converter, keyring
 from starter.telemetry import install_metrics
 from workflows.case import SupportCase
 from workflows.release import Release, ReleaseTrain
@@ -168,6 +169,9 @@ async def main(early: DevServer | None = None) -> int:
     stop = asyncio.Event()
     _on_stop_signals(stop, asyncio.current_task())
     try:
+        # Bad encryption settings are one line before anything starts.
+        if data_converter(settings).payload_codec is not None:
+            log.info("payloads encrypted", key_id=keyring(settings).current)  # type: ignore[union-attr]
         async with AsyncExitStack() as cleanup:
             if address_configured():
                 # What it connects to, never a secret (the API key masked, TLS files as flags).
@@ -208,7 +212,12 @@ async def main(early: DevServer | None = None) -> int:
             )
             await run_worker(client, settings, stop, schema_ready=True)
             return 0
-    except (TemporalUnavailable, DevServerError, SearchAttributeProblem) as err:
+    except (
+        TemporalUnavailable,
+        DevServerError,
+        SearchAttributeProblem,
+        EncryptionConfigError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
