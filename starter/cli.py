@@ -770,8 +770,8 @@ def codec_server(
         web_app = server.from_settings(_settings(), origin, token)
     except EncryptionConfigError as problem:
         fail(Code.USAGE, str(problem))
-    out().print(f"codec server on http://{host}:{port} (Ctrl-C stops it)")
-    _run(server.serve(web_app, host, port))
+    listening = f"codec server on http://{host}:{port} (Ctrl-C stops it)"
+    _run(server.serve(web_app, host, port, ready=lambda: out().print(listening)))
 
 
 @db_app.command("upgrade")

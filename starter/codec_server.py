@@ -102,9 +102,13 @@ def bound_port(runner: web.AppRunner) -> int:
     raise RuntimeError("the codec server listens nowhere")
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    """Serve until cancelled (Ctrl-C)."""
+async def serve(
+    app: web.Application, host: str, port: int, ready: Callable[[], None] | None = None
+) -> None:
+    """Serve until cancelled (Ctrl-C); ``ready`` is called once it listens."""
     runner = await start(app, host, port)
+    if ready is not None:
+        ready()
     try:
         await asyncio.Event().wait()
     finally:

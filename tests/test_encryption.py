@@ -5,6 +5,7 @@ data."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -498,3 +499,60 @@ async def test_the_codec_server_answers_the_ui_and_refuses_strangers() -> None:
 def test_the_codec_server_needs_the_keys() -> None:
     with pytest.raises(EncryptionConfigError, match="needs the keys"):
         codec_server.from_settings(Settings())
+
+
+def test_the_readme_keys_file_is_what_the_worker_reads(tmp_path: Path) -> None:
+    block = example("keys-file")
+    block = block.replace('"base64 of 32 random bytes"', f'"{KEY_A}"', 1)
+    block = block.replace('"base64 of 32 random bytes"', f'"{KEY_B}"', 1)
+    path = tmp_path / "keys.toml"
+    path.write_text(block)
+    ring = keyring(Settings(encryption_keys_file=path))
+    assert ring is not None
+    assert ring.current == "2026-11"
+    assert set(ring.keys) == {"2026-06", "2026-11"}
+
+
+async def test_python_m_starter_codec_server_serves_and_stops(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    environ = {**os.environ, "CASES_ENCRYPTION_KEY": KEY_A, "CASES_CODEC_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter", "codec-server", "--port", str(port),
+        env=environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert f"http://127.0.0.1:{port}" in line.decode()
+        [sealed] = await EncryptionCodec(Keyring.single(KEY_A)).encode([plain(EMAIL)])
+        body = json.dumps({"payloads": [json_format.MessageToDict(sealed)]})
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"http://127.0.0.1:{port}/decode", data=body, headers=auth) as answer,
+        ):
+            [payload] = (await answer.json())["payloads"]
+        assert json.loads(base64.b64decode(payload["data"])) == EMAIL
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 130
+
+
+async def test_python_m_starter_codec_server_without_keys_says_so() -> None:
+    import os
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CASES_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter", "codec-server",
+        env=environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert "needs the keys" in err.decode()
