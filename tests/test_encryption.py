@@ -556,3 +556,25 @@ async def test_python_m_starter_codec_server_without_keys_says_so() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     assert "needs the keys" in err.decode()
+
+
+async def test_a_release_train_schedule_reads_back_with_a_key(
+    env: Any, unique: Callable[[str], str]
+) -> None:
+    # A Schedule keeps its workflow's arguments as the client encoded them: encrypted here.
+    from starter.schedules import create_train, delete_train, describe_train, parse_calendar
+    from workflows.release import TrainInput
+
+    client = keyed(env, encryption_key=KEY_A)
+    name = unique("sealed")
+    train = TrainInput(train=name, release_format=f"{name}-%Y.%m", ships_after="3d")
+    await create_train(client, train, parse_calendar("monthly"), task_queue=unique("tq"))
+    try:
+        described = await describe_train(client, name)
+        assert described is not None
+        assert (described.release_format, described.ships_after) == (
+            f"{name}-%Y.%m",
+            "3d",
+        )
+    finally:
+        await delete_train(client, name)
