@@ -368,6 +368,26 @@ async def test_a_case_opened_before_the_key_goes_on_after_it(
     assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" in [kind for kind, _, _ in encodings[since:]]
 
 
+async def test_plain_json_from_another_system_moves_an_encrypted_case(
+    env: Any, worker_settings: Settings, unique: Callable[[str], str]
+) -> None:
+    client = keyed(env, encryption_key=KEY_A)
+    case = Case(env, worker_settings.task_queue, unique("plain"))
+    case.client = CaseClient(client, worker_settings.task_queue)
+    async with worker(client, worker_settings):
+        await open_zeldas_case(case)
+        await case.wait_status("Waiting for Process")
+        # As the HTTP API or `temporal workflow signal` without a codec send it: plain JSON.
+        other_system = env.client.get_workflow_handle(case_workflow_id(case.number))
+        await other_system.signal(
+            "transition", {"to": "Tier 1 Analysis", "actor": {"role": "tier1", "name": "Tom"}}
+        )
+        snap = await case.wait_status("Tier 1 Analysis")
+    assert str(snap.history[-1].to_status) == "Tier 1 Analysis"
+    signals = [e for e in await input_encodings(env, case.number) if "SIGNALED" in e[0]]
+    assert signals[-1][1] == b"json/plain"
+
+
 async def test_key_rotation_keeps_old_cases_readable(
     env: Any, worker_settings: Settings, unique: Callable[[str], str], tmp_path: Path
 ) -> None:
