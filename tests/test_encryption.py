@@ -598,3 +598,27 @@ async def test_a_release_train_schedule_reads_back_with_a_key(
         )
     finally:
         await delete_train(client, name)
+
+
+async def test_the_embedded_servers_web_ui_is_pointed_at_the_codec_server(tmp_path: Path) -> None:
+    from starter.devserver import DevServer, DevServerConfig
+    from tests.conftest import free_port
+
+    settings = Settings(
+        data_dir=tmp_path,
+        dev_server_port=free_port(),
+        ui_port=free_port(),
+        http_port=free_port(),
+        ui_codec_endpoint="http://localhost:8081",
+    )
+    server = DevServer(DevServerConfig.from_settings(settings))
+    await server.start()
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{server.config.ui_url}/api/v1/settings") as answer,
+        ):
+            ui_settings = await answer.json()
+    finally:
+        await server.stop()
+    assert ui_settings["Codec"]["Endpoint"] == "http://localhost:8081"
