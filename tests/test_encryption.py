@@ -445,12 +445,16 @@ async def test_the_codec_server_decodes_a_case_for_the_temporal_cli(
     client = keyed(env, encryption_key=KEY_A)
     case = Case(env, worker_settings.task_queue, unique("cli"))
     case.client = CaseClient(client, worker_settings.task_queue)
-    async with worker(client, worker_settings):
+    address = env.client.service_client.config.target_host
+    async with (
+        worker(client, worker_settings),
+        codec_running(encryption_key=KEY_A) as endpoint,
+    ):
         await open_zeldas_case(case)
         await case.wait_status("Waiting for Process")
+        codec = f"--codec-endpoint {endpoint} --codec-auth 'Bearer {TOKEN}'"
+        where = f"--address {address} --workflow-id {case_workflow_id(case.number)}"
 
-    address = env.client.service_client.config.target_host
-    async with codec_running(encryption_key=KEY_A) as endpoint:
         # The README's command, pointed at this server, this case and this codec server.
         [show] = commands(example("codec-show"))
         show = (
@@ -464,6 +468,18 @@ async def test_the_codec_server_decodes_a_case_for_the_temporal_cli(
             assert secret in decoded, f"{secret!r} missing from the decoded history"
         undecoded = await run(show.split(" --codec-endpoint")[0])
         assert EMAIL not in undecoded
+
+        # A query answer is decoded for the CLI; a signal it sends is sealed on the way in.
+        answer = await run(f"temporal workflow query {where} --name snapshot {codec}")
+        assert '"Waiting for Process"' in answer
+        assert "Waiting for Process" not in await run(
+            f"temporal workflow query {where} --name snapshot"
+        )
+        move = json.dumps({"to": "Tier 1 Analysis", "actor": {"role": "tier1", "name": NAME}})
+        await run(f"temporal workflow signal {where} --name transition --input '{move}' {codec}")
+        await case.wait_status("Tier 1 Analysis")
+    signals = [e for e in await input_encodings(env, case.number) if "SIGNALED" in e[0]]
+    assert signals[-1][1] == ENCODING
 
 
 async def run(command: str) -> str:
