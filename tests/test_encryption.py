@@ -423,6 +423,46 @@ async def test_key_rotation_keeps_old_cases_readable(
     assert EMAIL.encode() in (await EncryptionCodec(ring_ab).decode(opened))[0].data
 
 
+async def test_a_worker_without_the_old_key_stalls_the_case_until_the_key_is_back(
+    env: Any, worker_settings: Settings, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    case = Case(env, worker_settings.task_queue, unique("lost"))
+    client_a = keyed(env, encryption_key=KEY_A)
+    case.client = CaseClient(client_a, worker_settings.task_queue)
+    async with worker(client_a, worker_settings):
+        await case.open(title=TITLE, contact_email=EMAIL, opened_by=ZELDA)
+        await case.wait_status("New")
+
+    only_b = keyed(env, encryption_keys_file=write_keys(tmp_path / "b.toml", "B", B=KEY_B))
+    handle = env.client.get_workflow_handle(case_workflow_id(case.number))
+    async with worker(only_b, worker_settings):
+        # A plain event arrives; replaying the case needs key A, which this worker lacks.
+        move = {"to": "Tier 1 Analysis", "actor": {"role": "tier1", "name": "Tom One"}}
+        await handle.signal("transition", move)
+        failed = None
+        for _ in range(200):
+            events = (await handle.fetch_history()).events
+            failed = next(
+                (e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED),
+                None,
+            )
+            if failed:
+                break
+            await asyncio.sleep(0.1)
+        assert failed is not None, "the worker without key A never failed the task"
+
+    both = keyed(env, encryption_keys_file=write_keys(tmp_path / "ab.toml", "B", A=KEY_A, B=KEY_B))
+    # The task's failure is itself encrypted (with B); decoded, it names the missing key.
+    error = await both.data_converter.decode_failure(
+        failed.workflow_task_failed_event_attributes.failure
+    )
+    assert "key 'sha256-" in str(error) and "does not have" in str(error)
+    case.client = CaseClient(both, worker_settings.task_queue)
+    async with worker(both, worker_settings):  # the key is back: the case goes on
+        snap = await case.wait_status("Tier 1 Analysis", timeout=60)
+    assert [str(h.to_status) for h in snap.history] == ["New", "Tier 1 Analysis"]
+
+
 # ---- the codec server over HTTP ------------------------------------------------------------------
 
 UI_ORIGIN = "http://localhost:8233"
