@@ -51,7 +51,7 @@ from starter.connection import (
     redacted,
 )
 from starter.devserver import DevServer, DevServerConfig, DevServerError
-from starter.encryption import EncryptionConfigError, data_converter, keyring
+from starter.encryption import EncryptionCodec, EncryptionConfigError
 from starter.telemetry import install_metrics
 from workflows.case import SupportCase
 from workflows.release import Release, ReleaseTrain
@@ -139,7 +139,14 @@ async def run_worker(
     try:
         worker = build_worker(client, settings, store, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN)
         running = asyncio.create_task(worker.run())
-        log.info("worker polling", task_queue=settings.task_queue, namespace=client.namespace)
+        codec = client.data_converter.payload_codec
+        log.info(
+            "worker polling",
+            task_queue=settings.task_queue,
+            namespace=client.namespace,
+            # The key new payloads are encrypted with (starter.encryption), or "off".
+            encryption=codec.keys.current if isinstance(codec, EncryptionCodec) else "off",
+        )
         try:
             if stop is None:
                 await running
@@ -169,9 +176,6 @@ async def main(early: DevServer | None = None) -> int:
     stop = asyncio.Event()
     _on_stop_signals(stop, asyncio.current_task())
     try:
-        # Bad encryption settings are one line before anything starts.
-        if data_converter(settings).payload_codec is not None:
-            log.info("payloads encrypted", key_id=keyring(settings).current)  # type: ignore[union-attr]
         async with AsyncExitStack() as cleanup:
             if address_configured():
                 # What it connects to, never a secret (the API key masked, TLS files as flags).

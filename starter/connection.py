@@ -100,7 +100,7 @@ async def connect(*, within: float = CONNECT_TIMEOUT, **overrides: Any) -> Clien
         try:
             config["data_converter"] = data_converter()
         except EncryptionConfigError as err:
-            raise TemporalUnavailable(f"bad encryption settings: {err}") from None
+            raise TemporalUnavailable(str(err)) from None
     try:
         return await asyncio.wait_for(Client.connect(**config), within)
     except TimeoutError:

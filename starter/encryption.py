@@ -146,7 +146,16 @@ class Keyring:
 
 def keyring(settings: Any) -> Keyring | None:
     """The settings' keys; ``None`` when encryption is off (neither setting given)."""
+    try:
+        return _keyring(settings)
+    except EncryptionConfigError as err:
+        raise EncryptionConfigError(f"bad encryption settings: {err}") from None
+
+
+def _keyring(settings: Any) -> Keyring | None:
     key = settings.encryption_key
+    if key is not None and not key.get_secret_value().strip():
+        key = None  # an empty variable (``CASES_ENCRYPTION_KEY=``) is an unset one
     path = settings.encryption_keys_file
     if key is not None and path is not None:
         raise EncryptionConfigError(

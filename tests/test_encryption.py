@@ -148,6 +148,7 @@ def test_bad_key_settings_are_one_line_errors(
 
 def test_encryption_is_off_unless_a_key_is_set() -> None:
     assert data_converter(Settings()) is pydantic_data_converter
+    assert data_converter(Settings(encryption_key="")) is pydantic_data_converter
 
 
 async def test_a_failure_message_is_encrypted_too() -> None:
@@ -678,3 +679,23 @@ async def test_the_embedded_servers_web_ui_is_pointed_at_the_codec_server(tmp_pa
     finally:
         await server.stop()
     assert ui_settings["Codec"]["Endpoint"] == "http://localhost:8081"
+
+
+@pytest.mark.parametrize("where", ["embedded", "address"])
+async def test_python_worker_py_with_a_bad_key_says_so_in_one_line(
+    tmp_path: Path, where: str
+) -> None:
+    from tests.conftest import free_port
+    from tests.test_embedded_server import WorkerProcess, gone, worker_env
+
+    data_dir = tmp_path / ".data"
+    extra = {"CASES_ENCRYPTION_KEY": base64.b64encode(b"short").decode()}
+    if where == "address":
+        extra["TEMPORAL_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    worker = await WorkerProcess(worker_env(data_dir, **extra)).start()
+    assert await worker.exited(within=60) == 1
+    assert [line for line in worker.lines if line.startswith("error:")] == [
+        "error: bad encryption settings: CASES_ENCRYPTION_KEY is 5 bytes; an AES-256 key is 32 "
+        "(make one with: openssl rand -base64 32)"
+    ], worker.output
+    assert await gone(str(data_dir))  # the embedded server it started is stopped again
