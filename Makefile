@@ -34,6 +34,7 @@ docs: $(STAMP)
 # The README's Web UI screenshots (docs/ui-*.png); needs the Debian package chromium.
 screenshot: $(STAMP)
 	$(BIN)/python docs/screenshot.py
+	$(BIN)/python docs/screenshot.py codec
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'

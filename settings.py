@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.calendar import SHORTEST_SPAN
@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     ui_port: int = 8233  # the Web UI
     http_port: int = 7243  # the HTTP API (plain JSON), for systems without a Temporal SDK
     data_dir: Path = DATA_DIR  # the dev server's SQLite file and log live here
+    # The embedded dev server's Web UI decodes payloads through this codec server (if set).
+    ui_codec_endpoint: str | None = None
+    # Payload encryption (starter.encryption): one base64 AES-256 key, or a TOML file of key
+    # ids and keys naming the current one (rotation); at most one of the two.
+    encryption_key: SecretStr | None = None
+    encryption_keys_file: Path | None = None
+    # ``python -m starter codec-server``: the browser origins allowed to call it (the Web UI's,
+    # comma-separated) and the bearer token callers must send (unset: none needed).
+    codec_cors_origins: str = "http://localhost:8233"
+    codec_token: SecretStr | None = None
 
 
 def policy_settings(settings: Settings) -> PolicySettings:

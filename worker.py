@@ -51,6 +51,7 @@ from starter.connection import (
     redacted,
 )
 from starter.devserver import DevServer, DevServerConfig, DevServerError
+from starter.encryption import EncryptionCodec, EncryptionConfigError
 from starter.telemetry import install_metrics
 from workflows.case import SupportCase
 from workflows.release import Release, ReleaseTrain
@@ -138,7 +139,14 @@ async def run_worker(
     try:
         worker = build_worker(client, settings, store, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN)
         running = asyncio.create_task(worker.run())
-        log.info("worker polling", task_queue=settings.task_queue, namespace=client.namespace)
+        codec = client.data_converter.payload_codec
+        log.info(
+            "worker polling",
+            task_queue=settings.task_queue,
+            namespace=client.namespace,
+            # The key new payloads are encrypted with (starter.encryption), or "off".
+            encryption=codec.keys.current if isinstance(codec, EncryptionCodec) else "off",
+        )
         try:
             if stop is None:
                 await running
@@ -208,7 +216,12 @@ async def main(early: DevServer | None = None) -> int:
             )
             await run_worker(client, settings, stop, schema_ready=True)
             return 0
-    except (TemporalUnavailable, DevServerError, SearchAttributeProblem) as err:
+    except (
+        TemporalUnavailable,
+        DevServerError,
+        SearchAttributeProblem,
+        EncryptionConfigError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

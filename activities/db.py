@@ -70,7 +70,9 @@ def make_engine(url: str | URL, *, pooled: bool = True) -> AsyncEngine:
             # The default location (.data/) does not exist on a fresh checkout.
             path.parent.mkdir(parents=True, exist_ok=True)
 
-    engine = create_async_engine(parsed, **options)
+    # A failing statement's error (logged, and kept in the activity's failure in the workflow's
+    # history) names the statement, never its parameters: those are names, addresses, comments.
+    engine = create_async_engine(parsed, hide_parameters=True, **options)
     if is_sqlite(parsed):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

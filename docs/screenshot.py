@@ -9,6 +9,10 @@ does), opens the list filtered to the cases, and writes
 
 - ``docs/ui-cases.png``: the cases with CaseStatus, CasePriority, CaseInstitution, ...
 - ``docs/ui-case.png``: one case's page (summary, details, current details).
+
+``python docs/screenshot.py codec`` writes only ``docs/ui-codec.png``: the same cases with
+payload encryption on, one case's page as the Web UI shows it decoded through the codec server
+(``python -m starter codec-server``; the dev server's ``--ui-codec-endpoint``).
 """
 
 from __future__ import annotations
@@ -264,6 +268,60 @@ def shoot(ui: str) -> None:
             browser.close()
 
 
+def shoot_codec(ui: str) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        raise SystemExit("chromium is missing: apt-get install chromium")
+    with tempfile.TemporaryDirectory(prefix="cases-chromium-") as profile:
+        browser = Browser(chromium, Path(profile))
+        try:
+            browser.open_page()
+            # The summary and the input are encrypted in Temporal: shown only once decoded.
+            browser.goto(
+                f"{ui}/namespaces/default/workflows/case-00123456",
+                ["Loans report shows wrong totals", "contact-00123456@example.org"],
+            )
+            browser.screenshot(ROOT / "docs" / "ui-codec.png")
+        finally:
+            browser.close()
+
+
+async def main_codec() -> None:
+    """The cases with a key set; the UI decodes them through the codec server."""
+    from starter import codec_server
+    from starter.encryption import data_converter, new_key
+    from worker import run_worker
+
+    with tempfile.TemporaryDirectory(prefix="cases-screenshot-") as tmp:
+        data = Path(tmp)
+        ports = _free_ports(4)
+        settings = Settings(
+            database_url=f"sqlite+aiosqlite:///{data / 'cases.db'}",
+            encryption_key=new_key(),
+        )
+        config = DevServerConfig(
+            data_dir=data,
+            port=ports[0],
+            ui_port=ports[1],
+            http_port=ports[2],
+            ui_codec_endpoint=f"http://localhost:{ports[3]}",
+        )
+        app = codec_server.from_settings(settings, origins=[config.ui_url])
+        codec = await codec_server.start(app, "127.0.0.1", ports[3])
+        server = DevServer(config, converter=data_converter(settings))
+        client = await server.start()
+        worker = asyncio.create_task(run_worker(client, settings))
+        try:
+            await open_cases(CaseClient(client, settings.task_queue))
+            await asyncio.sleep(1.0)  # visibility catches up
+            await asyncio.to_thread(shoot_codec, config.ui_url)
+        finally:
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            await server.stop()
+            await codec.cleanup()
+
+
 async def main() -> None:
     from worker import run_worker
 
@@ -300,6 +358,6 @@ def _free_ports(count: int) -> list[int]:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main_codec() if sys.argv[1:] == ["codec"] else main())
     sys.stdout.flush()
     os._exit(0)  # see worker.run: skip the SDK runtime's finalisation crash

@@ -767,6 +767,38 @@ _TIMED = {
 }
 
 
+@app.command("codec-server")
+def codec_server(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--origin",
+            help="A browser origin allowed to call it, e.g. the Web UI's (repeatable; "
+            "default CASES_CODEC_CORS_ORIGINS).",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", help="Bearer token every call must carry (default CASES_CODEC_TOKEN)."
+        ),
+    ] = None,
+) -> None:
+    """Serve Temporal's codec endpoints (/encode, /decode) with the worker's encryption keys,
+    so the Web UI (--ui-codec-endpoint) and `temporal --codec-endpoint` show cases decoded."""
+    from starter import codec_server as server
+    from starter.encryption import EncryptionConfigError
+
+    try:
+        web_app = server.from_settings(_settings(), origin, token)
+    except EncryptionConfigError as problem:
+        fail(Code.USAGE, str(problem))
+    listening = f"codec server on http://{host}:{port} (Ctrl-C stops it)"
+    _run(server.serve(web_app, host, port, ready=lambda: out().print(listening)))
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Bring the case store's schema up to date (the worker does this at start too)."""

@@ -2,7 +2,7 @@
 
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*`` and
 ``TEMPORAL_PROFILE`` (with its TOML file) are read by ``temporalio.envconfig``; payloads are plain
-JSON through the pydantic converter.
+JSON through the pydantic converter, encrypted when a key is set (``starter.encryption``).
 
 Every failure to connect becomes ``TemporalUnavailable`` with a one-line message that says what
 is wrong (unreachable, a TLS file missing or unreadable, a TLS mismatch), so the worker and the
@@ -24,10 +24,10 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig, ClientConfigProfile
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from starter.encryption import EncryptionConfigError, data_converter
 from workflows import search
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -96,10 +96,13 @@ async def connect(*, within: float = CONNECT_TIMEOUT, **overrides: Any) -> Clien
     config = connect_config(**overrides)
     config.setdefault("target_host", DEFAULT_ADDRESS)
     host = config["target_host"]
+    if "data_converter" not in config:
+        try:
+            config["data_converter"] = data_converter()
+        except EncryptionConfigError as err:
+            raise TemporalUnavailable(str(err)) from None
     try:
-        return await asyncio.wait_for(
-            Client.connect(data_converter=pydantic_data_converter, **config), within
-        )
+        return await asyncio.wait_for(Client.connect(**config), within)
     except TimeoutError:
         raise TemporalUnavailable(
             f"cannot reach Temporal at {host}: no answer within {within:.0f} s"

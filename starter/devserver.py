@@ -32,10 +32,11 @@ from typing import IO, Any, Self
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from starter.connection import ensure_search_attributes, search_attribute_type, temporal_cli
+from starter.encryption import data_converter
 from workflows import search
 
 DEFAULT_PORT = 7233
@@ -57,6 +58,8 @@ class DevServerConfig:
     http_port: int = DEFAULT_HTTP_PORT
     namespace: str = "default"
     ip: str = "127.0.0.1"
+    # The Web UI decodes payloads through this codec server (``python -m starter codec-server``).
+    ui_codec_endpoint: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Any, namespace: str = "default") -> DevServerConfig:
@@ -66,6 +69,7 @@ class DevServerConfig:
             ui_port=settings.ui_port,
             http_port=settings.http_port,
             namespace=namespace,
+            ui_codec_endpoint=getattr(settings, "ui_codec_endpoint", None),
         )
 
     @property
@@ -109,6 +113,8 @@ class DevServerConfig:
         ]
         if self.namespace != "default":
             args += ["--namespace", self.namespace]
+        if self.ui_codec_endpoint:
+            args += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         # Registered by the server only when the database is new; an existing database keeps its
         # attributes and ``ensure_search_attributes`` adds any that a newer version introduced.
         for key in search.ALL_KEYS:
@@ -120,8 +126,14 @@ class DevServerConfig:
 
 
 class DevServer:
-    def __init__(self, config: DevServerConfig, cli: str | None = None) -> None:
+    def __init__(
+        self,
+        config: DevServerConfig,
+        cli: str | None = None,
+        converter: DataConverter | None = None,
+    ) -> None:
         self.config = config
+        self.converter = converter  # None: the settings' (``starter.encryption``)
         try:
             self.cli = cli or temporal_cli()
         except RuntimeError as err:
@@ -201,7 +213,7 @@ class DevServer:
                 client = await Client.connect(
                     self.config.address,
                     namespace=self.config.namespace,
-                    data_converter=pydantic_data_converter,
+                    data_converter=self.converter or data_converter(),
                 )
                 await client.workflow_service.describe_namespace(
                     DescribeNamespaceRequest(namespace=self.config.namespace)

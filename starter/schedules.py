@@ -224,11 +224,12 @@ async def create_train(
     return handle
 
 
-def _train_of(description: ScheduleDescription, client: Client) -> Train:
+async def _train_of(description: ScheduleDescription, client: Client) -> Train:
     action = description.schedule.action
     assert isinstance(action, ScheduleActionStartWorkflow)
     args = list(action.args)
-    data = client.data_converter.payload_converter.from_payloads(args)[0] if args else {}
+    # The schedule keeps its arguments as the client encoded them (encrypted, with a key set).
+    data = (await client.data_converter.decode(args))[0] if args else {}
     train = TrainInput.model_validate(data)
     spec = description.schedule.spec
     state = description.schedule.state
@@ -256,7 +257,7 @@ async def describe_train(client: Client, train: str) -> Train | None:
         if err.status is RPCStatusCode.NOT_FOUND:
             return None
         raise
-    return _train_of(description, client)
+    return await _train_of(description, client)
 
 
 async def list_trains(client: Client) -> list[Train]:

@@ -174,3 +174,63 @@ def test_the_image_is_slim_non_root_and_installs_from_pyproject() -> None:
         assert module in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".data" in ignored
+
+
+# ---- docker-compose.secure.yml: encryption on, the codec server as a service -------------------
+
+SECURE_FILE = ROOT / "docker-compose.secure.yml"
+
+
+def run_secure_compose(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(docker_compose()), "--project-directory", str(ROOT),
+         "-f", str(COMPOSE_FILE), "-f", str(SECURE_FILE), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def secure() -> dict[str, Any]:
+    result = run_secure_compose("config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_docker_compose_accepts_the_secure_override() -> None:
+    result = run_secure_compose("config", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_the_secure_override_encrypts_with_a_secret_and_serves_the_codec_locally(
+    secure: dict[str, Any],
+) -> None:
+    services = secure["services"]
+    worker, codec, ui = services["worker"], services["codec-server"], services["temporal-ui"]
+    # The keys reach the worker and the codec server as a secret file, never as a variable.
+    secret = "/run/secrets/cases-encryption-keys"
+    for service in (worker, codec):
+        env = service["environment"]
+        assert env["CASES_ENCRYPTION_KEYS_FILE"] == secret
+        assert "CASES_ENCRYPTION_KEY" not in env
+        assert [s["target"] for s in service["secrets"]] == [secret]
+        fields = {f"CASES_{name.upper()}" for name in Settings.model_fields}
+        assert {k for k in env if k.startswith("CASES_")} <= fields
+    assert secure["secrets"]["cases-encryption-keys"]["file"].endswith(
+        "secrets/cases-encryption-keys.toml"
+    )
+    assert "secrets/" in (ROOT / ".gitignore").read_text().split()
+    # The rest of the worker is the base file's, unchanged.
+    assert worker["environment"]["TEMPORAL_ADDRESS"] == "temporal:7233"
+    # The codec server: the project's image and command, published on the host's loopback only.
+    assert codec["command"][:4] == ["python", "-m", "starter", "codec-server"]
+    assert codec["image"] == worker["image"]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in codec["ports"]] == [
+        ("127.0.0.1", "8081", 8081)
+    ]
+    # The Web UI decodes through it, from the browser, whose origin it allows.
+    ui_port = ui["ports"][0]["published"]
+    assert ui["environment"]["TEMPORAL_CODEC_ENDPOINT"] == "http://localhost:8081"
+    origins = Settings(codec_cors_origins=codec["environment"]["CASES_CODEC_CORS_ORIGINS"])
+    assert f"http://localhost:{ui_port}" in origins.codec_cors_origins.split(",")
+    assert ui["depends_on"]["codec-server"]["condition"] == "service_healthy"
