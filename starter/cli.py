@@ -24,7 +24,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from settings import Settings
-from starter import release_cli
+from starter import release_cli, report_cli
 from starter.client import CaseClient, CaseRow, case_query
 from starter.connection import TemporalUnavailable, address_configured, connect
 from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
@@ -100,6 +100,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(release_cli.app, name="release")
+app.command("report")(report_cli.report)
+app.command("history")(report_cli.history)
 db_app = typer.Typer(help="The case store (SQLite or PostgreSQL, CASES_DATABASE_URL).")
 app.add_typer(db_app, name="db")
 
