@@ -8,20 +8,26 @@ PostgreSQL; the few dialect differences (durations, days) live in ``_seconds`` a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import (
+    Column,
     ColumnElement,
-    Integer,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
     and_,
     case,
-    cast,
     column,
     false,
     func,
+    insert,
     inspect,
     literal,
     or_,
@@ -330,60 +336,121 @@ async def _stays(
     conn: AsyncConnection, since: datetime, until: datetime, dialect: str
 ) -> list[StayRow]:
     h = case_history.c
-    left = type_coerce(
-        func.lead(h.at).over(partition_by=h.case_number, order_by=h.seq), UtcDateTime
-    )
-    stays = select(h.to_status.label("status"), h.at.label("entered"), left.label("left"))
-    stays_q = stays.subquery("stays")
-    ended = (
-        select(
-            stays_q.c.status,
-            _seconds(stays_q.c.entered, stays_q.c.left, dialect).label("seconds"),
+    period = and_(h.at >= _instant(since), h.at < _instant(until))
+    in_period, total = (
+        await _rows(
+            conn, select(func.count().filter(period), func.count()).select_from(case_history)
         )
-        .where(stays_q.c.left >= _instant(since), stays_q.c.left < _instant(until))
-        .subquery("ended")
-    )
-    ranked = select(
-        ended.c.status,
-        ended.c.seconds,
-        func.row_number().over(partition_by=ended.c.status, order_by=ended.c.seconds).label("rank"),
-        func.count().over(partition_by=ended.c.status).label("n"),
-    ).subquery("ranked")
-    n = cast(ranked.c.n, Integer)
-
-    def at_rank(rank: Any) -> Any:
-        return func.max(case((ranked.c.rank == rank, ranked.c.seconds)))
-
-    # Nearest rank: the ceil(p * n)-th smallest, in integer arithmetic both databases share.
-    query = select(
-        ranked.c.status,
-        func.max(ranked.c.n),
-        at_rank((n + 1) // 2),
-        at_rank((n * 9 + 9) // 10),
-    ).group_by(ranked.c.status)
+    )[0]
+    if in_period * 4 < total:
+        # A short period: a stay ends with a history row in the period (found through the index
+        # on ``at``) and began at the case's previous row (one primary-key seek per stay).
+        before = case_history.alias("before")
+        entered = (
+            select(before.c.at)
+            .where(before.c.case_number == h.case_number, before.c.seq < h.seq)
+            .order_by(before.c.seq.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        ended = (
+            select(h.from_status.label("status"), _seconds(entered, h.at, dialect).label("seconds"))
+            .where(period, h.from_status.is_not(None))
+            .subquery("ended")
+        )
+    else:
+        # Most of the history: one ordered pass pairs every row with the case's next one.
+        left = type_coerce(
+            func.lead(h.at).over(partition_by=h.case_number, order_by=h.seq), UtcDateTime
+        )
+        stays = select(
+            h.to_status.label("status"), h.at.label("entered"), left.label("left")
+        ).subquery("stays")
+        ended = (
+            select(
+                stays.c.status, _seconds(stays.c.entered, stays.c.left, dialect).label("seconds")
+            )
+            .where(stays.c.left >= _instant(since), stays.c.left < _instant(until))
+            .subquery("ended")
+        )
     order = {str(s): i for i, s in enumerate(Status)}
+    if dialect == "postgresql":
+        pct = [func.percentile_disc(p).within_group(ended.c.seconds) for p in PERCENTILES]
+        query = select(ended.c.status, func.count(), *pct).group_by(ended.c.status)
+        figures = [(s, n, *values) for s, n, *values in await _rows(conn, query)]
+    else:
+        figures = await _ranks_in_temp_table(conn, ended)
     rows = [
-        StayRow(status=s, stays=int(count), median_s=float(med), p90_s=float(p90))
-        for s, count, med, p90 in await _rows(conn, query)
+        StayRow(status=s, stays=int(n), median_s=float(median), p90_s=float(p90))
+        for s, n, median, p90 in figures
     ]
     return sorted(rows, key=lambda r: order.get(r.status, 99))
 
 
+# Nearest rank (percentile_disc): the smallest value with at least p of the values at or below.
+PERCENTILES = (0.5, 0.9)
+
+
+async def _ranks_in_temp_table(conn: AsyncConnection, ended: Any) -> list[tuple[Any, ...]]:
+    """Percentiles where the database has no percentile function (SQLite): the stays go into a
+    temporary table indexed by (status, seconds), where the k-th of a status is one seek."""
+    scratch = Table(
+        "report_stays",
+        MetaData(),
+        Column("status", String),
+        Column("seconds", Float),
+        Index("ix_report_stays", "status", "seconds"),
+        prefixes=["TEMPORARY"],
+    )
+    await conn.run_sync(scratch.drop, checkfirst=True)
+    await conn.run_sync(scratch.create)
+    try:
+        await conn.execute(
+            insert(scratch).from_select(
+                ["status", "seconds"], select(ended.c.status, ended.c.seconds)
+            )
+        )
+        counts = await _rows(
+            conn, select(scratch.c.status, func.count()).group_by(scratch.c.status)
+        )
+        out = []
+        for status, n in counts:
+            values = []
+            for p in PERCENTILES:
+                rank = max(math.ceil(p * n - 1e-9), 1)
+                kth = (
+                    select(scratch.c.seconds)
+                    .where(scratch.c.status == status)
+                    .order_by(scratch.c.seconds)
+                    .limit(1)
+                    .offset(rank - 1)
+                )
+                values.append((await _rows(conn, kth))[0][0])
+            out.append((status, n, *values))
+        return out
+    finally:
+        await conn.run_sync(scratch.drop)
+
+
 async def _flow(conn: AsyncConnection, since: datetime, until: datetime) -> Flow:
+    # Two queries, each answered from its own covering index of migration 0003.
     h = case_history.c
     period = and_(h.at >= _instant(since), h.at < _instant(until))
-    closing = str(REOPEN_FROM)
-    closed = str(Status.CLOSED)
-    by_timer = h.actor_role == str(Role.SYSTEM)
-    left, reopened, timer, person = (
+    left, reopened = (
         await _rows(
             conn,
-            select(
-                func.count().filter(h.from_status == closing),
-                func.count().filter(h.from_status == closing, h.to_status == str(REOPEN_TO)),
-                func.count().filter(h.to_status == closed, by_timer),
-                func.count().filter(h.to_status == closed, ~by_timer),
-            ).where(period, or_(h.from_status == closing, h.to_status == closed)),
+            select(func.count(), func.count().filter(h.to_status == str(REOPEN_TO))).where(
+                h.from_status == str(REOPEN_FROM), period
+            ),
+        )
+    )[0]
+    by_timer = h.actor_role == str(Role.SYSTEM)
+    timer, person = (
+        await _rows(
+            conn,
+            select(func.count().filter(by_timer), func.count().filter(~by_timer)).where(
+                h.to_status == str(Status.CLOSED), period
+            ),
         )
     )[0]
     return Flow(

@@ -119,7 +119,7 @@ async def test_migrations_build_the_schema_on_an_empty_database(backend: Backend
     finally:
         await engine.dispose()
     assert {"cases", "case_history", "outbox", "alembic_version"} <= tables
-    assert version == "0002"
+    assert version == "0003"
     # The tables the store writes through are exactly the ones the migrations create.
     assert drift == []
 
