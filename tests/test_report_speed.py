@@ -54,8 +54,10 @@ async def test_the_report_of_a_big_store_answers_within_seconds(
     finally:
         await engine.dispose()
 
-    print(f"\nreport of {CASES:,} cases, {CASES * ROWS_PER_CASE:,} history rows on {name}: "
-          f"{took:.2f} s")  # fmt: skip
+    print(
+        f"\nreport of {CASES:,} cases, {CASES * ROWS_PER_CASE:,} history rows on {name}: "
+        f"{took:.2f} s"
+    )
     assert took < WITHIN_SECONDS, f"{name}: {took:.2f} s"
     # The figures are the store's: every case counted once, open or closed.
     closed = sum(1 for row in big.cases if row[6] == "Closed")
