@@ -61,7 +61,7 @@ def _pyplot() -> Any:
     plt.rcParams.update(
         {
             "font.family": "DejaVu Sans",
-            "font.size": 10,
+            "font.size": 11.5,
             "axes.edgecolor": GRID,
             "axes.labelcolor": MUTED,
             "axes.titlecolor": INK,
@@ -94,7 +94,7 @@ def _empty(ax: Any, text: str = "nothing in this period") -> None:
 
 def _open_by_status(plt: Any, report: Report) -> str:
     rows = list(reversed(report.by_status))
-    fig, ax = plt.subplots(figsize=(7, 0.32 * max(len(rows), 3) + 0.8))
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * max(len(rows), 3) + 0.8))
     if rows:
         bars = ax.barh([r.key for r in rows], [r.count for r in rows], color=COLOURS[0])
         ax.bar_label(bars, padding=3, color=INK, fontsize=9)
@@ -106,7 +106,7 @@ def _open_by_status(plt: Any, report: Report) -> str:
 
 
 def _backlog(plt: Any, report: Report) -> str:
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
     if report.backlog:
         days = [p.day for p in report.backlog]
         values = [p.open for p in report.backlog]
@@ -122,7 +122,7 @@ def _backlog(plt: Any, report: Report) -> str:
 
 def _in_status(plt: Any, report: Report) -> str:
     rows = list(reversed(report.age))
-    fig, ax = plt.subplots(figsize=(7, 0.32 * max(len(rows), 3) + 1.2))
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * max(len(rows), 3) + 1.2))
     if rows:
         left = [0] * len(rows)
         names = [r.status for r in rows]
@@ -147,7 +147,7 @@ def _in_status(plt: Any, report: Report) -> str:
 
 def _stays(plt: Any, report: Report) -> str:
     rows = list(reversed(report.stays))
-    fig, ax = plt.subplots(figsize=(7, 0.36 * max(len(rows), 3) + 1.0))
+    fig, ax = plt.subplots(figsize=(6.4, 0.36 * max(len(rows), 3) + 1.0))
     if rows:
         names = [r.status for r in rows]
         y = range(len(rows))
@@ -176,7 +176,7 @@ def _stays(plt: Any, report: Report) -> str:
 
 def _deadlines(plt: Any, report: Report) -> str:
     rows = [r for r in report.deadlines if None not in r.within.values()]
-    fig, ax = plt.subplots(figsize=(7, 3.0))
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
     windows = sorted({d for r in rows for d in r.within})
     width = 0.8 / max(len(windows), 1)
     for index, days in enumerate(windows):
