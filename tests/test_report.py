@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shlex
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +23,7 @@ from activities.db import make_engine
 from activities.store import case_history, cases, outbox
 from starter.cli import app
 from starter.report import Report, build_report, earliest_start
+from tests import readme
 from workflows.calendar import Span
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -499,3 +501,19 @@ def test_the_html_page_renders_with_its_charts_in_headless_chromium(
     # Not a blank page: many distinct colours (charts, cards, text).
     colours = {tuple(p) for p in pixels[::7, ::7, :3].reshape(-1, 3).round(2).tolist()}
     assert len(colours) > 50
+
+
+def test_the_readme_report_commands_run_as_written(store_url: str, tmp_path: Path) -> None:
+    """The README's "Reports" block, on the hand-built store: README case 00123456 is C2 here,
+    and files land in a temporary folder."""
+    for line in readme.commands(readme.example("report")):
+        line = line.split("#", 1)[0].replace("00123456", "C2")
+        args = shlex.split(line)
+        assert args[:3] == ["python", "-m", "starter"], line
+        words, _, target = " ".join(args[3:]).partition(" > ")
+        argv = [str(tmp_path / a) if a.endswith(".html") else a for a in words.split()]
+        shown = _cli(store_url, *argv)
+        if target:
+            (tmp_path / target.strip()).write_text(shown)
+    assert (tmp_path / "report.html").read_text().count("<svg") == 5
+    assert len(list(csv.DictReader((tmp_path / "C2.csv").open()))) == 9

@@ -17,8 +17,11 @@ from tests.report_data import Columns, bulk_load_text, generate_many
 
 CASES, ROWS_PER_CASE = 100_000, 10
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
-# The default report (the last 30 days) on the 2-CPU build machine, busy with other suites.
-WITHIN_SECONDS = 10.0
+# The default report (the last 30 days). Wall-clock time on the shared 2-CPU build machine swings
+# tenfold with the other suites' load (4 to 14 s measured on SQLite at load averages of 12 to 20), so the wall bound only
+# catches a lost index; the CPU time of SQLite's in-process work is the steady figure.
+WITHIN_SECONDS = 30.0
+SQLITE_CPU_SECONDS = 6.0
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +51,19 @@ async def test_the_report_of_a_big_store_answers_within_seconds(
 
     engine = make_engine(url, pooled=False)
     try:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = await build_report(engine, since=NOW - timedelta(days=30), until=NOW, now=NOW)
-        took = time.perf_counter() - started
+        took, cpu = time.perf_counter() - started, time.process_time() - cpu
     finally:
         await engine.dispose()
 
     print(
         f"\nreport of {CASES:,} cases, {CASES * ROWS_PER_CASE:,} history rows on {name}: "
-        f"{took:.2f} s"
+        f"{took:.2f} s (this process's CPU: {cpu:.2f} s)"
     )
     assert took < WITHIN_SECONDS, f"{name}: {took:.2f} s"
+    if name == "sqlite":  # the database works in this process (aiosqlite's thread)
+        assert cpu < SQLITE_CPU_SECONDS, f"sqlite: {cpu:.2f} s of CPU"
     # The figures are the store's: every case counted once, open or closed.
     closed = sum(1 for row in big.cases if row[6] == "Closed")
     assert report.open_total == CASES - closed
