@@ -18,8 +18,8 @@ from tests.report_data import Columns, bulk_load_text, generate_many
 CASES, ROWS_PER_CASE = 100_000, 10
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 # The default report (the last 30 days). Wall-clock time on the shared 2-CPU build machine swings
-# tenfold with the other suites' load (4 to 14 s measured on SQLite at load averages of 12 to 20), so the wall bound only
-# catches a lost index; the CPU time of SQLite's in-process work is the steady figure.
+# with the other suites' load (4 to 14 s measured on SQLite at load averages of 12 to 20), so
+# the wall bound only catches a lost index; SQLite's in-process CPU time is the steady figure.
 WITHIN_SECONDS = 30.0
 SQLITE_CPU_SECONDS = 6.0
 
