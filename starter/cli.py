@@ -100,8 +100,6 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(release_cli.app, name="release")
-app.command("report")(report_cli.report)
-app.command("history")(report_cli.history)
 db_app = typer.Typer(help="The case store (SQLite or PostgreSQL, CASES_DATABASE_URL).")
 app.add_typer(db_app, name="db")
 
@@ -755,6 +753,11 @@ def db_upgrade() -> None:
     _run(upgrade(url))
     shown = make_url(url).render_as_string(hide_password=True)
     out().print(f"case store up to date: {shown}")
+
+
+# The case store's reports (starter/report_cli.py), after the case commands in --help.
+app.command("report")(report_cli.report)
+app.command("history")(report_cli.history)
 
 
 def main() -> None:
