@@ -9,10 +9,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from activities.db import make_engine
 from settings import Settings
@@ -24,6 +26,16 @@ from starter.report import Report, build_report, duration
 class Step(StrEnum):
     DAY = "day"
     WEEK = "week"
+
+
+def _store_failed(problem: Exception, as_json: bool) -> NoReturn:
+    url = make_url(Settings().database_url).render_as_string(hide_password=True)
+    fail(
+        Code.UNAVAILABLE,
+        f"cannot read the case store {url} (is it reachable, and migrated with "
+        f"`python -m starter db upgrade`?): {str(problem).splitlines()[0]}",
+        as_json=as_json,
+    )
 
 
 def _instant(text: str, option: str) -> datetime:
@@ -72,7 +84,10 @@ def report(
         start = _instant(since, "--since") if since else end - timedelta(days=30)
         if start >= end:
             raise BadInput("--since must come before --until")
-        result = asyncio.run(_report(start, end, top, step))
+        try:
+            result = asyncio.run(_report(start, end, top, step))
+        except (SQLAlchemyError, OSError) as problem:
+            _store_failed(problem, as_json)
     if html_file is not None:
         from starter.report_html import render
 
@@ -170,7 +185,10 @@ def history(
     """The full record of one case from the case store: every status change (actor, note,
     instant), every email; for audits, and for cases whose workflow history is gone."""
     with handled(as_json):
-        record = asyncio.run(_history(case_number))
+        try:
+            record = asyncio.run(_history(case_number))
+        except (SQLAlchemyError, OSError) as problem:
+            _store_failed(problem, as_json)
     if record.case is None and not record.entries:
         fail(Code.UNAVAILABLE, f"no case {case_number} in the case store", as_json=as_json)
     if as_json:

@@ -517,3 +517,11 @@ def test_the_readme_report_commands_run_as_written(store_url: str, tmp_path: Pat
             (tmp_path / target.strip()).write_text(shown)
     assert (tmp_path / "report.html").read_text().count("<svg") == 5
     assert len(list(csv.DictReader((tmp_path / "C2.csv").open()))) == 9
+
+
+def test_a_store_without_the_schema_is_one_line_and_exit_3(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'never-migrated.db'}"
+    result = CliRunner().invoke(app, ["report"], env={"CASES_DATABASE_URL": url})
+    assert result.exit_code == 3
+    assert "python -m starter db upgrade" in result.stderr
+    assert "no such table" in result.stderr
