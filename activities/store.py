@@ -90,6 +90,10 @@ cases = Table(
     Column("seq", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_cases_status", "status"),
+    # The report's (migration 0003): deadlines ahead, the backlog.
+    Index("ix_cases_status_since", "status", "status_since"),
+    Index("ix_cases_opened_at", "opened_at"),
+    Index("ix_cases_closed_at", "closed_at"),
 )
 
 case_history = Table(
@@ -108,6 +112,10 @@ case_history = Table(
     Column("due", UtcDateTime),
     # One row per status change: the workflow's sequence number makes a retried write a no-op.
     PrimaryKeyConstraint("case_number", "seq", name="pk_case_history"),
+    # The report's (migration 0003): what happened in a period.
+    Index("ix_case_history_at", "at"),
+    Index("ix_case_history_from_at", "from_status", "at", "to_status"),
+    Index("ix_case_history_to_at", "to_status", "at", "actor_role"),
 )
 
 policy_changes = Table(
@@ -145,6 +153,7 @@ outbox = Table(
     Column("handed_at", UtcDateTime),
     Column("resent_in_doubt", Integer, nullable=False, server_default="0"),
     Index("ix_outbox_case_number", "case_number"),
+    Index("ix_outbox_created_at", "created_at"),  # the report's (migration 0003)
 )
 
 

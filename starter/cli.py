@@ -24,7 +24,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from settings import Settings
-from starter import policy_cli, release_cli
+from starter import policy_cli, release_cli, report_cli
 from starter.client import CaseClient, CaseRow, case_query
 from starter.connection import TemporalUnavailable, address_configured, connect
 from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
@@ -810,6 +810,11 @@ def db_upgrade() -> None:
     _run(upgrade(url))
     shown = make_url(url).render_as_string(hide_password=True)
     out().print(f"case store up to date: {shown}")
+
+
+# The case store's reports (starter/report_cli.py), after the case commands in --help.
+app.command("report")(report_cli.report)
+app.command("history")(report_cli.history)
 
 
 def main() -> None:

@@ -234,3 +234,57 @@ def test_the_secure_override_encrypts_with_a_secret_and_serves_the_codec_locally
     origins = Settings(codec_cors_origins=codec["environment"]["CASES_CODEC_CORS_ORIGINS"])
     assert f"http://localhost:{ui_port}" in origins.codec_cors_origins.split(",")
     assert ui["depends_on"]["codec-server"]["condition"] == "service_healthy"
+
+
+DEPLOY = ROOT / "deploy"
+
+
+def test_prometheus_scrapes_every_worker_replica(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    mounts = {v["target"]: v for v in prometheus["volumes"]}
+    config_mount = mounts["/etc/prometheus/prometheus.yml"]
+    assert Path(config_mount["source"]) == DEPLOY / "prometheus" / "prometheus.yml"
+    assert config_mount["read_only"] is True
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    (discovery,) = job["dns_sd_configs"]
+    # Docker's DNS answers a service name with every replica's address.
+    assert discovery["names"] == ["worker"] and discovery["type"] == "A"
+    metrics_port = int(compose["services"]["worker"]["environment"]["CASES_METRICS_PORT"])
+    assert discovery["port"] == metrics_port
+    assert job["metrics_path"] == "/metrics"
+
+
+def test_grafana_is_provisioned_with_the_dashboard_and_prometheus(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = {v["target"]: Path(v["source"]) for v in grafana["volumes"] if v["type"] == "bind"}
+    assert mounts["/etc/grafana/provisioning"] == DEPLOY / "grafana" / "provisioning"
+    assert mounts["/var/lib/grafana/dashboards"] == DEPLOY / "grafana" / "dashboards"
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_healthy"
+
+    provisioning = DEPLOY / "grafana" / "provisioning"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "support-cases.yml").read_text())[
+        "providers"
+    ]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus"
+    assert source["url"] == "http://prometheus:9090"
+    assert any(p["target"] == 9090 for p in compose["services"]["prometheus"]["ports"])
+
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / Path(home).name).read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 8
+    for panel in panels:
+        assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+        assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+
+
+def test_the_monitoring_ports_listen_on_loopback_only(compose: dict[str, Any]) -> None:
+    for name, port in (("prometheus", 9090), ("grafana", 3000)):
+        (published,) = compose["services"][name]["ports"]
+        assert published["host_ip"] == "127.0.0.1", name
+        assert (published["target"], str(published["published"])) == (port, str(port))

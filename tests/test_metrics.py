@@ -167,3 +167,21 @@ def test_every_activity_log_line_carries_case_number_and_workflow_id(scraped: Sc
         assert line["case_number"] == scraped.case_number
         assert line["workflow_id"] == f"case-{scraped.case_number}"
         assert line["activity"] in ("notify", "notify_batch")
+
+
+def test_the_grafana_dashboard_queries_only_series_the_worker_exports(scraped: Scraped) -> None:
+    """deploy/grafana/dashboards/*.json: every metric a panel's query names is on the endpoint
+    (a renamed metric would leave a panel silently empty)."""
+    import re
+    from pathlib import Path
+
+    dashboards = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
+    queried: set[str] = set()
+    for path in dashboards.glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                queried |= set(re.findall(r"\b(?:case|temporal)_[a-z_]+\b", target["expr"]))
+    assert len(queried) >= 8, queried
+    missing = queried - scraped.names()
+    assert not missing, f"not exported: {sorted(missing)}; exported: {sorted(scraped.names())}"
