@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     ui_port: int = 8233  # the Web UI
     http_port: int = 7243  # the HTTP API (plain JSON), for systems without a Temporal SDK
     data_dir: Path = DATA_DIR  # the dev server's SQLite file and log live here
+    # Trusted senders (README "Trust model"): the file of senders, their public keys and what
+    # they may assert; unset, actors are self-asserted. The key (``python -m starter keys new``)
+    # the project's client and CLI sign events with.
+    trusted_senders: Path | None = None
+    signing_key: Path | None = None
 
 
 @lru_cache

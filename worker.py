@@ -52,6 +52,7 @@ from starter.connection import (
 )
 from starter.devserver import DevServer, DevServerConfig, DevServerError
 from starter.telemetry import install_metrics
+from workflows import trust
 from workflows.case import SupportCase
 from workflows.release import Release, ReleaseTrain
 
@@ -75,6 +76,10 @@ PASSTHROUGH = (
     "workflows.lifecycle",
     "workflows.payloads",
     "workflows.search",
+    # Shared, not re-imported: the workflows read the registry the worker installed in it.
+    "workflows.trust",
+    "jwt",
+    "cryptography",
     "activities.options",
 )
 
@@ -93,6 +98,7 @@ def build_worker(
     store: CaseStore,
     **options: object,
 ) -> Worker:
+    install_trusted_senders(settings)
     case_activities = CaseActivities(store, settings)
     # Signals in flight during a release fan-out (``activities.releases.CONCURRENCY``).
     fan_out = options.pop("fan_out_concurrency", None)
@@ -122,6 +128,17 @@ def build_worker(
         workflow_runner=workflow_runner(settings),
         **options,  # type: ignore[arg-type]
     )
+
+
+def install_trusted_senders(settings: Settings) -> trust.TrustedSenders | None:
+    """Hand the trusted senders file to this task queue's workflows, read once at start.
+
+    Replay-safe: a workflow checks a proof against the registry at its own ``workflow.now()``,
+    and the file only grows (keys get an end, never a deletion or an earlier start; roles are
+    only added), so a later file accepts every event an earlier one accepted at that instant."""
+    senders = trust.load(settings.trusted_senders) if settings.trusted_senders else None
+    trust.install(settings.task_queue, senders)
+    return senders
 
 
 async def run_worker(

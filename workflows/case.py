@@ -22,7 +22,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from activities.options import BATCH_BYTES, EFFECT_LANES, EFFECT_OPTIONS, EffectOptions
-from workflows import lifecycle, metrics, search
+from workflows import lifecycle, metrics, search, trust
 from workflows.contract import (
     CASE_WORKFLOW,
     CaseInput,
@@ -71,6 +71,8 @@ class SupportCase:
         # a flood of a thousand signals in one activation must stay one cheap workflow task.
         self._changed = True
         self._state: CaseState
+        # Trusted senders, if this worker is configured with them (README "Trust model").
+        self._senders = trust.installed(workflow.info().task_queue)
         try:
             # The state a continued run carries (tails of history, rejections, seen event ids,
             # effects not yet done) is routinely bigger than any event: the event limit applied
@@ -82,7 +84,9 @@ class SupportCase:
                 self._effects.extend(carried.effects)
             else:
                 decode_object([start], "start input")  # a new case: the event size limit
-                decision = lifecycle.open_case(CaseInput.model_validate(data), workflow.now())
+                decision = lifecycle.open_case(
+                    CaseInput.model_validate(data), workflow.now(), self._senders
+                )
                 self._opened_now = True
                 self._state = decision.state
                 self._effects.extend(decision.effects)
@@ -263,7 +267,7 @@ class SupportCase:
         if lifecycle.is_duplicate(self._state, event.event_id):  # type: ignore[attr-defined]
             return
         try:
-            lifecycle.decide(self._state, event, workflow.now())  # type: ignore[arg-type]
+            lifecycle.decide(self._state, event, workflow.now(), self._senders)  # type: ignore[arg-type]
         except Rejection as rejection:
             raise ApplicationError(
                 lifecycle.describe_rejection(self._state, _asked(name, event), rejection),
@@ -293,7 +297,7 @@ class SupportCase:
         if lifecycle.is_duplicate(self._state, getattr(event, "event_id", None)):
             workflow.logger.info("duplicate event ignored", extra={"event": name})
             return
-        self._commit(lifecycle.decide(self._state, event, workflow.now()))
+        self._commit(lifecycle.decide(self._state, event, workflow.now(), self._senders))
 
     def _commit(self, decision: lifecycle.Decision) -> None:
         before = self._state.status

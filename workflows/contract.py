@@ -103,6 +103,8 @@ Email = Annotated[
 ]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 Note = Annotated[str, StringConstraints(max_length=2_000)]
+# A signed token vouching for the event's actor (workflows/trust.py; README "Trust model").
+Proof = Annotated[str, StringConstraints(min_length=1, max_length=4_096)]
 
 
 class Wire(BaseModel):
@@ -149,12 +151,14 @@ class CaseInput(Wire):
     references: CaseNumber | None = None
     opened_by: Actor
     policy: DeadlinePolicy | None = None
+    proof: Proof | None = None
 
 
 class CustomerReply(Wire):
     text: Text
     actor: Actor
     event_id: EventId | None = None
+    proof: Proof | None = None
 
 
 class TierHandoff(Wire):
@@ -163,6 +167,7 @@ class TierHandoff(Wire):
     note: Note = ""
     actor: Actor
     event_id: EventId | None = None
+    proof: Proof | None = None
 
     @model_validator(mode="after")
     def _reason_fits_tier(self) -> TierHandoff:
@@ -178,6 +183,7 @@ class TransitionRequest(Wire):
     note: Note | None = None
     release_id: ReleaseId | None = None
     event_id: EventId | None = None
+    proof: Proof | None = None
 
 
 class ReleaseShipped(Wire):
@@ -327,6 +333,16 @@ class RegisterCase(Wire):
 
 class Reschedule(Wire):
     ships_at: Instant
+    actor: Actor | None = None  # with trusted senders: who moves it, and the proof
+    proof: Proof | None = None
+
+
+class ShipNow(Wire):
+    """The optional payload of ``ship_now``: with trusted senders, who ships it and the proof."""
+
+    actor: Actor | None = None
+    proof: Proof | None = None
+    event_id: EventId | None = None
 
 
 class ReleaseStatus(BaseModel):
@@ -336,6 +352,7 @@ class ReleaseStatus(BaseModel):
     cases_registered: int
     cases_notified: int
     cases_to_notify: int
+    rejected: list[RejectedEvent] = Field(default_factory=list)  # unproven signals (trust)
 
 
 class FanOut(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from workflows import trust
 from workflows.contract import (
     Actor,
     CaseInput,
@@ -41,6 +42,7 @@ from workflows.contract import (
     Status,
     TierHandoff,
     TransitionRequest,
+    case_workflow_id,
 )
 
 S = Status
@@ -405,7 +407,10 @@ def timeline(state: CaseState, limit: int = 32) -> list[Deadline]:
 # ---- the reducer -----------------------------------------------------------------------------
 
 
-def open_case(case: CaseInput, now: datetime) -> Decision:
+def open_case(
+    case: CaseInput, now: datetime, senders: trust.TrustedSenders | None = None
+) -> Decision:
+    _check_proof(senders, case, case.case_number, now)
     if case.opened_by.role not in OPENERS:
         raise Rejection(
             "wrong_role", f"a case is opened by a customer or tier1, not {case.opened_by.role}"
@@ -424,8 +429,12 @@ def open_case(case: CaseInput, now: datetime) -> Decision:
     return Decision(state, effects)
 
 
-def decide(state: CaseState, event: Event, now: datetime) -> Decision:
-    """Apply one event at instant ``now``. Raises ``Rejection``; never mutates ``state``."""
+def decide(
+    state: CaseState, event: Event, now: datetime, senders: trust.TrustedSenders | None = None
+) -> Decision:
+    """Apply one event at instant ``now``. Raises ``Rejection``; never mutates ``state``.
+    With ``senders`` (trusted senders configured) an event's actor must come with a proof."""
+    _check_proof(senders, event, state.case.case_number, now)
     if state.status is S.CLOSED:
         raise Rejection(
             "closed",
@@ -477,6 +486,28 @@ def describe_rejection(state: CaseState, asked: str, rejection: Rejection) -> st
         f"case {state.case.case_number} is in {state.status!s}; "
         f"{asked} rejected: {rejection.message}"
     )
+
+
+def _check_proof(
+    senders: trust.TrustedSenders | None, event: object, case_number: str, now: datetime
+) -> None:
+    """The guard of trusted senders: any event with an ``actor`` and a ``proof`` (the start
+    input's is ``opened_by``), checked at ``now`` only, so replay gives the same answer."""
+    if senders is None:
+        return
+    if isinstance(event, CaseInput):
+        refused = trust.verify(
+            senders,
+            event.proof,
+            audience=case_workflow_id(case_number),
+            actor=event.opened_by,
+            event_id=None,
+            now=now,
+        )
+    else:
+        refused = trust.verify_event(senders, event, case_workflow_id(case_number), now)
+    if refused is not None:
+        raise Rejection(refused.reason, refused.message)
 
 
 def _check_actor(state: CaseState, actor: Actor) -> None:
