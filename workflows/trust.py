@@ -311,11 +311,12 @@ def _short(err: Exception) -> str:
 # ---- which registry a worker's workflows use ----------------------------------------------------
 
 # Filled by the worker before it polls (this module is passed through the sandbox, so workflow
-# code sees the same dict); keyed by task queue, so workers of one process keep apart.
-_INSTALLED: dict[str, TrustedSenders] = {}
+# code sees the same dict); keyed by task queue, so workers of one process keep apart. The entry
+# under ``None`` serves any other task queue: a ``Replayer`` runs histories on a queue of its own.
+_INSTALLED: dict[str | None, TrustedSenders] = {}
 
 
-def install(task_queue: str, senders: TrustedSenders | None) -> None:
+def install(task_queue: str | None, senders: TrustedSenders | None) -> None:
     if senders is None:
         _INSTALLED.pop(task_queue, None)
     else:
@@ -323,4 +324,4 @@ def install(task_queue: str, senders: TrustedSenders | None) -> None:
 
 
 def installed(task_queue: str) -> TrustedSenders | None:
-    return _INSTALLED.get(task_queue)
+    return _INSTALLED.get(task_queue) or _INSTALLED.get(None)
