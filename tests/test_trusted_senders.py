@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from typing import Any
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowFailureError
+from typer.testing import CliRunner
 
+from starter.cli import app
 from starter.client import CaseClient, CaseRejected
 from starter.signing import KeyFile, Signer, new_key
 from tests.reliability.test_replay import replayer
@@ -80,13 +84,13 @@ def senders(tmp_path: Path) -> Senders:
     return Senders(tmp_path)
 
 
-@pytest.fixture
-async def trusted_worker(env: Any, worker_settings: Any, senders: Senders) -> AsyncIterator[Any]:
-    """The project's worker, configured as ``CASES_TRUSTED_SENDERS=senders.json`` configures it."""
+@asynccontextmanager
+async def worker_trusting(env: Any, worker_settings: Any, path: Path) -> AsyncIterator[Any]:
+    """The project's worker, configured as ``CASES_TRUSTED_SENDERS=<path>`` configures it."""
     from activities import CaseStore, upgrade
     from worker import build_worker
 
-    settings = worker_settings.model_copy(update={"trusted_senders": senders.write()})
+    settings = worker_settings.model_copy(update={"trusted_senders": path})
     await upgrade(settings.database_url)
     store = CaseStore(settings.database_url)
     try:
@@ -95,6 +99,12 @@ async def trusted_worker(env: Any, worker_settings: Any, senders: Senders) -> As
     finally:
         trust.install(settings.task_queue, None)
         await store.dispose()
+
+
+@pytest.fixture
+async def trusted_worker(env: Any, worker_settings: Any, senders: Senders) -> AsyncIterator[Any]:
+    async with worker_trusting(env, worker_settings, senders.write()) as store:
+        yield store
 
 
 def signed(env: Any, worker_settings: Any, key: KeyFile) -> CaseClient:
@@ -252,3 +262,74 @@ async def test_without_the_setting_actors_are_self_asserted(
 ) -> None:
     case = await Case(env, worker_settings.task_queue, unique("plain")).open(opened_by=TIER1)
     assert (await case.to("Tier 1 Analysis", TIER1)).status == "Tier 1 Analysis"
+
+
+async def test_the_command_line_makes_keys_and_signs_with_them(
+    env: Any, worker_settings: Any, tmp_path: Path, unique: Any
+) -> None:
+    runner = CliRunner()
+    environ = {
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": env.client.namespace,
+        "TEMPORAL_PROFILE": None,
+        "CASES_TASK_QUEUE": worker_settings.task_queue,
+        "CASES_SIGNING_KEY": None,
+    }
+
+    async def cli(*args: str, expect: int = 0, **env: str) -> str:
+        result = await asyncio.to_thread(runner.invoke, app, list(args), env={**environ, **env})
+        assert result.exit_code == expect, (args, result.stdout, result.stderr, result.exception)
+        return result.stdout + result.stderr
+
+    key = tmp_path / "desk.key"
+    entry = await cli(
+        "keys", "new", "--sender", "desk", "--role", "tier1", "--role", "development",
+        "--out", str(key),
+    )  # fmt: skip
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert "[[senders.keys]]" in entry and 'roles = ["tier1", "development"]' in entry
+    await cli("keys", "new", "--sender", "desk", "--role", "tier1", "--out", str(key), expect=2)
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    senders = tmp_path / "senders.toml"
+    senders.write_text(
+        f'required_from = "{since}"\n'
+        + entry.replace("not_before = ", f'not_before = "{since}"  # was ')
+    )
+    number = unique("cli")
+    async with worker_trusting(env, worker_settings, senders):
+        opening = ("open", number, "--institution", "Alma University", "--product", "Alma",
+                   "--title", "t", "--contact", "ann@alma.example", "--as", "tier1")  # fmt: skip
+        await cli("--key", str(key), *opening)
+        said = await cli("transition", number, "Tier 1 Analysis", "--as", "tier1", expect=1)
+        assert "rejected (unauthenticated)" in said and "no proof" in said
+        await cli("--key", str(key), "transition", number, "Tier 1 Analysis", "--as", "tier1")
+        said = await cli(
+            "transition", number, "Closing", "--as", "tier2", expect=1,
+            CASES_SIGNING_KEY=str(key),
+        )  # fmt: skip
+        assert "rejected (not_permitted)" in said and "may not assert the role tier2" in said
+
+        # A token for scripts: verified by the same check the case runs.
+        proof = (await cli(
+            "keys", "token", "--key", str(key), "--case", number, "--as", "tier1",
+            "--name", "Tom One", "--event-id", "script-1",
+        )).strip()  # fmt: skip
+        refused = trust.verify(
+            trust.load(senders),
+            proof,
+            audience=f"case-{number}",
+            actor=TIER1,
+            event_id="script-1",
+            now=datetime.now(UTC),
+        )
+        assert refused is None
+
+        release = unique("r")
+        await cli("release", "schedule", release, "--in", "1d", CASES_SIGNING_KEY=str(key))
+        await cli("release", "ship-now", release, "--as", "development", CASES_SIGNING_KEY=str(key))
+        status = CaseClient(env.client, worker_settings.task_queue)
+        for _ in range(100):
+            if (await status.release_status(release)).shipped_at is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert (await status.release_status(release)).shipped_at is not None
