@@ -51,6 +51,7 @@ from starter.connection import (
     redacted,
 )
 from starter.devserver import DevServer, DevServerConfig, DevServerError
+from starter.signing import Signer
 from starter.telemetry import install_metrics
 from workflows import trust
 from workflows.case import SupportCase
@@ -113,8 +114,11 @@ def build_worker(
         SQLITE_ACTIVITY_SLOTS if is_sqlite(async_url(settings.database_url)) else ACTIVITY_SLOTS,
     )
     options.setdefault("max_cached_workflows", settings.workflow_cache)
+    signer = Signer.from_file(settings.signing_key) if settings.signing_key else None
     release_activities = ReleaseActivities(
-        client, concurrency=int(fan_out) if isinstance(fan_out, int) else None
+        client,
+        concurrency=int(fan_out) if isinstance(fan_out, int) else None,
+        sign=signer.sign if signer else None,
     )
     # Every log line of an activity carries its case number and workflow id.
     extra = cast("Sequence[Interceptor]", options.pop("interceptors", ()))
@@ -182,6 +186,13 @@ async def main(early: DevServer | None = None) -> int:
     # Before any client exists: every client of this process reports to the endpoint.
     if install_metrics(settings.metrics_port) is not None:
         log.info("metrics", prometheus=f"http://0.0.0.0:{settings.metrics_port}/metrics")
+    try:
+        install_trusted_senders(settings)
+        if settings.signing_key:
+            Signer.from_file(settings.signing_key)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     stop = asyncio.Event()
     _on_stop_signals(stop, asyncio.current_task())
     try:

@@ -20,6 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
     RELEASE_WORKFLOW,
+    Actor,
     FanOut,
     FanOutResult,
     Register,
@@ -27,6 +28,7 @@ from workflows.contract import (
     ReleaseInput,
     ReleaseShipped,
     Reschedule,
+    Role,
     case_workflow_id,
     release_workflow_id,
 )
@@ -42,10 +44,22 @@ CONCURRENCY = 64
 HEARTBEAT_EVERY = 0.5  # seconds
 
 
+# Who a release train's reschedule names, signed with the worker's key under trusted senders.
+TRAIN_ACTOR = Actor(role=Role.DEVELOPMENT, name="release train")
+
+Sign = Callable[[str, Reschedule], Reschedule]
+
+
 class ReleaseActivities:
-    def __init__(self, client: Client, *, concurrency: int | None = None) -> None:
+    """``sign``: with trusted senders, how the worker signs what a release train sends (the
+    worker's own key, ``CASES_SIGNING_KEY``, of a sender registered for ``development``)."""
+
+    def __init__(
+        self, client: Client, *, concurrency: int | None = None, sign: Sign | None = None
+    ) -> None:
         self._client = client
         self._concurrency = concurrency
+        self._sign = sign
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.register_with_release, self.open_release, self.fan_out_release]
@@ -68,13 +82,17 @@ class ReleaseActivities:
     async def open_release(self, release: ReleaseInput) -> None:
         """Create the release scheduled for ``ships_at``, or schedule the one cases created."""
         assert release.ships_at is not None
+        wid = release_workflow_id(release.release_id)
+        move = Reschedule(ships_at=release.ships_at)
+        if self._sign is not None:
+            move = self._sign(wid, move.model_copy(update={"actor": TRAIN_ACTOR}))
         await self._client.start_workflow(
             RELEASE_WORKFLOW,
             release,
-            id=release_workflow_id(release.release_id),
+            id=wid,
             task_queue=activity.info().task_queue,
             start_signal="reschedule",
-            start_signal_args=[Reschedule(ships_at=release.ships_at)],
+            start_signal_args=[move],
             static_summary=f"Release {release.release_id}",
             priority=RELEASE_PRIORITY,
         )

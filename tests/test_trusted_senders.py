@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from starter.cli import app
 from starter.client import CaseClient, CaseRejected
-from starter.signing import KeyFile, Signer, new_key
+from starter.signing import KeyFile, Signer, new_key, write_key
 from tests.reliability.test_replay import replayer
 from tests.scenario import CUSTOMER, TIER1, TIER2, Case
 from workflows import trust
@@ -34,7 +34,7 @@ from workflows.contract import (
     Status,
     TransitionRequest,
 )
-from workflows.release import Release
+from workflows.release import Release, TrainInput
 
 KB = Actor(role="kb_team", name="Kay Bee")
 
@@ -47,6 +47,9 @@ class Senders:
         self.since = datetime.now(UTC) - timedelta(hours=1)  # deployed an hour ago
         self.desk, desk_public = new_key("desk", "desk-1")
         self.portal, portal_public = new_key("portal", "portal-1")
+        # The worker's own key: what its release trains send (CASES_SIGNING_KEY of the worker).
+        self.worker, worker_public = new_key("worker", "worker-1")
+        write_key(folder / "worker.key", self.worker)
         self.entries: list[dict[str, Any]] = [
             {
                 "name": "desk",
@@ -58,6 +61,11 @@ class Senders:
                 "roles": ["customer"],
                 "institutions": ["Alma University"],
                 "keys": [self._key("portal-1", portal_public)],
+            },
+            {
+                "name": "worker",
+                "roles": ["development"],
+                "keys": [self._key("worker-1", worker_public)],
             },
         ]
 
@@ -85,12 +93,15 @@ def senders(tmp_path: Path) -> Senders:
 
 
 @asynccontextmanager
-async def worker_trusting(env: Any, worker_settings: Any, path: Path) -> AsyncIterator[Any]:
-    """The project's worker, configured as ``CASES_TRUSTED_SENDERS=<path>`` configures it."""
+async def worker_trusting(
+    env: Any, worker_settings: Any, path: Path, key: Path | None = None
+) -> AsyncIterator[Any]:
+    """The project's worker, configured as ``CASES_TRUSTED_SENDERS=<path>`` (and
+    ``CASES_SIGNING_KEY=<key>``) configure it."""
     from activities import CaseStore, upgrade
     from worker import build_worker
 
-    settings = worker_settings.model_copy(update={"trusted_senders": path})
+    settings = worker_settings.model_copy(update={"trusted_senders": path, "signing_key": key})
     await upgrade(settings.database_url)
     store = CaseStore(settings.database_url)
     try:
@@ -103,7 +114,8 @@ async def worker_trusting(env: Any, worker_settings: Any, path: Path) -> AsyncIt
 
 @pytest.fixture
 async def trusted_worker(env: Any, worker_settings: Any, senders: Senders) -> AsyncIterator[Any]:
-    async with worker_trusting(env, worker_settings, senders.write()) as store:
+    key = senders.folder / "worker.key"
+    async with worker_trusting(env, worker_settings, senders.write(), key) as store:
         yield store
 
 
@@ -224,6 +236,38 @@ async def test_a_release_ships_only_on_a_proven_ship_now(
     dev = Actor(role="development", name="Dev Eloper")
     await signed(env, worker_settings, senders.desk).ship_now(release_id, dev)
     assert (await status(lambda s: s.shipped_at is not None)).shipped_at is not None
+
+
+async def test_releases_work_under_trusted_senders(
+    env: Any, trusted_worker: Any, worker_settings: Any, senders: Senders, unique: Any
+) -> None:
+    """The worker's own signals (register, release shipped) go on; a release train's reschedule
+    is signed with the worker's key; a proven ship_now reaches the case waiting on it."""
+    desk = signed(env, worker_settings, senders.desk)
+    case = Case(env, worker_settings.task_queue, unique("rel"))
+    case.client = desk
+    await case.open(opened_by=TIER1)
+    dev = Actor(role="development", name="Dev Eloper")
+    await case.to("Tier 1 Analysis", TIER1)
+    await case.handoff(2, "defect_verification", TIER1)
+    await case.walk(("Tier 2 Analysis", TIER2), ("Development", TIER2))
+    release = unique("r")
+    await case.to("Pending Release", dev, release_id=release)
+
+    train = TrainInput(train=unique("t"), release_format=release, ships_after="30d")
+    await env.client.execute_workflow(
+        "ReleaseTrain", train, id=unique("train"), task_queue=worker_settings.task_queue
+    )
+    status = await desk.release_status(release)
+    for _ in range(100):
+        if (status := await desk.release_status(release)).ships_at is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert status.shipped_at is None and not status.rejected and status.cases_registered == 1
+
+    await desk.ship_now(release, dev)
+    snap = await case.wait(lambda s: s.release_shipped_at is not None)
+    assert snap.status == "Pending Release" and not snap.rejected
 
 
 async def test_a_history_from_before_a_key_was_revoked_still_replays(
