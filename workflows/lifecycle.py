@@ -417,7 +417,8 @@ def open_case(
         )
     _check_institution(case, case.opened_by)
     state = CaseState(
-        case=case,
+        # The proof is checked; it is not carried for the case's life.
+        case=case.model_copy(update={"proof": None}) if case.proof else case,
         policy=case.policy or DeadlinePolicy(),
         status=S.NEW,
         status_since=now,
