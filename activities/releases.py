@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import structlog
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -36,6 +37,8 @@ from workflows.release import RELEASE_PRIORITY
 
 log = structlog.get_logger()
 
+E = TypeVar("E", bound=BaseModel)
+
 # Signals in flight at once during a fan-out: enough to keep a server busy. Tests and the bench
 # change it (``ReleaseActivities(client, concurrency=...)``).
 CONCURRENCY = 64
@@ -44,15 +47,17 @@ CONCURRENCY = 64
 HEARTBEAT_EVERY = 0.5  # seconds
 
 
-# Who a release train's reschedule names, signed with the worker's key under trusted senders.
+# Who the worker's own release signals name, signed with its key under trusted senders.
 TRAIN_ACTOR = Actor(role=Role.DEVELOPMENT, name="release train")
+RELEASE_ACTOR = Actor(role=Role.DEVELOPMENT, name="release")
 
-Sign = Callable[[str, Reschedule], Reschedule]
+# Signs an event for a workflow id: ``starter.signing.Signer.sign``.
+Sign = Callable[[str, Any], Any]
 
 
 class ReleaseActivities:
-    """``sign``: with trusted senders, how the worker signs what a release train sends (the
-    worker's own key, ``CASES_SIGNING_KEY``, of a sender registered for ``development``)."""
+    """``sign``: with trusted senders, how the worker signs the release signals its activities
+    send (its own key, ``CASES_SIGNING_KEY``, of a sender registered for ``development``)."""
 
     def __init__(
         self, client: Client, *, concurrency: int | None = None, sign: Sign | None = None
@@ -67,13 +72,15 @@ class ReleaseActivities:
     @activity.defn(name="register_with_release")
     async def register_with_release(self, effect: Register) -> None:
         # Signal-with-start: the first case of a release creates its (not yet scheduled) workflow.
+        wid = release_workflow_id(effect.release_id)
+        register = self._signed(wid, RegisterCase(case_number=effect.case_number), RELEASE_ACTOR)
         await self._client.start_workflow(
             RELEASE_WORKFLOW,
             ReleaseInput(release_id=effect.release_id),
-            id=release_workflow_id(effect.release_id),
+            id=wid,
             task_queue=activity.info().task_queue,
             start_signal="register_case",
-            start_signal_args=[RegisterCase(case_number=effect.case_number)],
+            start_signal_args=[register],
             static_summary=f"Release {effect.release_id}",
             priority=RELEASE_PRIORITY,
         )
@@ -83,9 +90,7 @@ class ReleaseActivities:
         """Create the release scheduled for ``ships_at``, or schedule the one cases created."""
         assert release.ships_at is not None
         wid = release_workflow_id(release.release_id)
-        move = Reschedule(ships_at=release.ships_at)
-        if self._sign is not None:
-            move = self._sign(wid, move.model_copy(update={"actor": TRAIN_ACTOR}))
+        move = self._signed(wid, Reschedule(ships_at=release.ships_at), TRAIN_ACTOR)
         await self._client.start_workflow(
             RELEASE_WORKFLOW,
             release,
@@ -96,6 +101,12 @@ class ReleaseActivities:
             static_summary=f"Release {release.release_id}",
             priority=RELEASE_PRIORITY,
         )
+
+    def _signed(self, workflow_id: str, event: E, actor: Actor) -> E:
+        """The event as the worker sends it: with its actor and proof under trusted senders."""
+        if self._sign is None:
+            return event
+        return cast(E, self._sign(workflow_id, event.model_copy(update={"actor": actor})))
 
     @activity.defn(name="fan_out_release")
     async def fan_out_release(self, batch: FanOut) -> FanOutResult:
@@ -143,9 +154,10 @@ class ReleaseActivities:
 
     async def _tell(self, case_number: str, event: ReleaseShipped) -> bool:
         """Signal one case; False if it is closed or gone (it moved on: nothing to tell)."""
-        handle = self._client.get_workflow_handle(case_workflow_id(case_number))
+        wid = case_workflow_id(case_number)
+        handle = self._client.get_workflow_handle(wid)
         try:
-            await handle.signal("release_shipped", event)
+            await handle.signal("release_shipped", self._signed(wid, event, RELEASE_ACTOR))
             return True
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:

@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 
 from starter.signing import Signer, new_key
 from workflows import trust
-from workflows.contract import Actor, CaseInput, CustomerReply, Role, Status, TransitionRequest
+from workflows.contract import (
+    Actor,
+    CaseInput,
+    CustomerReply,
+    ReleaseShipped,
+    Role,
+    Status,
+    TransitionRequest,
+)
 from workflows.lifecycle import Decision, Rejection, decide, open_case
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # trusted senders required from here
@@ -273,7 +281,8 @@ def test_opening_a_case_needs_a_proof_for_that_case() -> None:
     with pytest.raises(Rejection, match="for case-2, not case-1"):
         open_case(CaseInput.model_validate(data | {"proof": other}), now, REGISTRY)
     signed = CaseInput.model_validate(data | {"proof": token(DESK, ACTORS[2])})
-    assert open_case(signed, now, REGISTRY).state.status == "New"
+    state = open_case(signed, now, REGISTRY).state
+    assert state.status == "New" and state.case.proof is None  # checked, not carried
 
 
 def test_a_customer_reply_from_a_portal_for_another_institution_is_not_permitted() -> None:
@@ -283,6 +292,28 @@ def test_a_customer_reply_from_a_portal_for_another_institution_is_not_permitted
     with pytest.raises(Rejection) as caught:
         decide(state, reply, T0 + DAY + timedelta(minutes=1), REGISTRY)
     assert caught.value.reason == "not_permitted"
+
+
+def test_release_shipped_needs_a_proof_too() -> None:
+    state = opened().state.model_copy(update={"status": "Pending Release", "release_id": "2026.12"})
+    now = T0 + DAY + timedelta(minutes=1)
+    forged = ReleaseShipped(release_id="2026.12", shipped_at=T0)  # "a month ago": Closing at once
+    with pytest.raises(Rejection) as caught:
+        decide(state, forged, now, REGISTRY)
+    assert caught.value.reason == "unauthenticated"
+    assert "names no actor" in caught.value.message
+    dev = Actor(role=Role.DEVELOPMENT, name="release")
+    with pytest.raises(Rejection) as caught:  # the desk may not assert development
+        decide(
+            state,
+            forged.model_copy(update={"actor": dev, "proof": token(DESK, dev)}),
+            now,
+            REGISTRY,
+        )
+    assert caught.value.reason == "not_permitted"
+    tier2 = ACTORS[3]
+    signed = forged.model_copy(update={"actor": tier2, "proof": token(DESK, tier2)})
+    assert decide(state, signed, now, REGISTRY).state.release_shipped_at == T0
 
 
 # ---- forged and truncated tokens: always a clean refusal ---------------------------------------

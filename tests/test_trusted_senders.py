@@ -29,6 +29,7 @@ from workflows.case import SupportCase
 from workflows.contract import (
     Actor,
     ReleaseInput,
+    ReleaseShipped,
     ReleaseStatus,
     Snapshot,
     Status,
@@ -241,8 +242,9 @@ async def test_a_release_ships_only_on_a_proven_ship_now(
 async def test_releases_work_under_trusted_senders(
     env: Any, trusted_worker: Any, worker_settings: Any, senders: Senders, unique: Any
 ) -> None:
-    """The worker's own signals (register, release shipped) go on; a release train's reschedule
-    is signed with the worker's key; a proven ship_now reaches the case waiting on it."""
+    """The worker signs its own release signals (register, a train's reschedule, release
+    shipped) with its key; a forged release_shipped is refused; a proven ship_now reaches the
+    case waiting on it."""
     desk = signed(env, worker_settings, senders.desk)
     case = Case(env, worker_settings.task_queue, unique("rel"))
     case.client = desk
@@ -265,9 +267,15 @@ async def test_releases_work_under_trusted_senders(
         await asyncio.sleep(0.1)
     assert status.shipped_at is None and not status.rejected and status.cases_registered == 1
 
+    # A forged "shipped a month ago" would close the case at once: refused, recorded.
+    forged = ReleaseShipped(release_id=release, shipped_at=datetime.now(UTC) - timedelta(days=30))
+    await CaseClient(env.client, worker_settings.task_queue).release_shipped(case.number, forged)
+    snap = await rejected(case, 1)
+    assert snap.rejected[0].reason == "unauthenticated" and snap.release_shipped_at is None
+
     await desk.ship_now(release, dev)
     snap = await case.wait(lambda s: s.release_shipped_at is not None)
-    assert snap.status == "Pending Release" and not snap.rejected
+    assert snap.status == "Pending Release" and len(snap.rejected) == 1
 
 
 async def test_a_history_from_before_a_key_was_revoked_still_replays(

@@ -189,6 +189,8 @@ class TransitionRequest(Wire):
 class ReleaseShipped(Wire):
     release_id: ReleaseId
     shipped_at: Instant
+    actor: Actor | None = None  # with trusted senders: the release's sender, and the proof
+    proof: Proof | None = None
 
 
 # ---- what the case shows: snapshot query, update results ------------------------------------
@@ -329,6 +331,8 @@ class ReleaseInput(Wire):
 
 class RegisterCase(Wire):
     case_number: CaseNumber
+    actor: Actor | None = None  # with trusted senders: who registers it, and the proof
+    proof: Proof | None = None
 
 
 class Reschedule(Wire):

@@ -226,6 +226,9 @@ class Release:
 
     @workflow.signal
     def register_case(self, request: RegisterCase) -> None:
+        if refused := self._refused("register_case", request.actor, request.proof, None):
+            self._reject("register_case", refused)
+            return
         case_number = request.case_number
         if case_number in self._waiting:
             return  # registered already and not told yet: told once

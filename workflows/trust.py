@@ -230,21 +230,22 @@ def verify(
 def verify_event(
     senders: TrustedSenders, event: object, audience: str, now: datetime
 ) -> Refusal | None:
-    """``verify`` for any event model with ``actor`` and ``proof`` (and maybe ``event_id``).
+    """``verify`` for any event model with a ``proof`` field, its ``actor`` (and maybe
+    ``event_id``). An event without one (a deadline that fell due) is the workflow's own.
 
-    An event with no ``actor`` (a deadline, a release shipped) is the workflow's own: not
-    checked here. A signed event names its event id, the one the proof is for, so the proof
-    cannot be replayed for another event."""
-    actor = getattr(event, "actor", None)
-    if not isinstance(actor, Actor):
+    A signed event names its event id, the one the proof is for, so the proof cannot be
+    replayed for another event."""
+    if "proof" not in getattr(type(event), "model_fields", {}):
         return None
+    if not senders.required_at(now):
+        return None
+    actor = getattr(event, "actor", None)
     proof = getattr(event, "proof", None)
-    if hasattr(event, "event_id"):
-        event_id = getattr(event, "event_id", None)
-        if proof and not event_id and senders.required_at(now):
-            return Refusal(UNAUTHENTICATED, "a signed event names its event_id (the proof's jti)")
-    else:
-        event_id = None
+    if not isinstance(actor, Actor):
+        return Refusal(UNAUTHENTICATED, "no proof: the event names no actor to vouch for")
+    event_id = getattr(event, "event_id", None)
+    if proof and not event_id and hasattr(event, "event_id"):
+        return Refusal(UNAUTHENTICATED, "a signed event names its event_id (the proof's jti)")
     return verify(senders, proof, audience=audience, actor=actor, event_id=event_id, now=now)
 
 
