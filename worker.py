@@ -187,11 +187,15 @@ async def main(early: DevServer | None = None) -> int:
     if install_metrics(settings.metrics_port) is not None:
         log.info("metrics", prometheus=f"http://0.0.0.0:{settings.metrics_port}/metrics")
     try:
-        install_trusted_senders(settings)
+        if install_trusted_senders(settings) and not settings.signing_key:
+            # Its release signals (register, a train's reschedule, release shipped) go unsigned.
+            log.warning("trusted senders without CASES_SIGNING_KEY: releases will be refused")
         if settings.signing_key:
             Signer.from_file(settings.signing_key)
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        if early is not None:
+            await _stop_server(early)
         return 1
     stop = asyncio.Event()
     _on_stop_signals(stop, asyncio.current_task())

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workflows.contract import Actor, Instant, Role
+from workflows.payloads import explain
 
 ALGORITHM = "EdDSA"
 # A token issued a little ahead of the case's clock is accepted: senders' clocks drift.
@@ -161,7 +162,7 @@ def load(path: str | Path) -> TrustedSenders:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         return TrustedSenders.model_validate(data)
     except (ValueError, ValidationError) as err:
-        raise ValueError(f"trusted senders file {path}: {err}") from None
+        raise ValueError(f"trusted senders file {path}: {explain(err)}") from None
 
 
 # ---- signing (the senders' side) ---------------------------------------------------------------
