@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from typer.testing import CliRunner
 
 from starter.cli import app
@@ -38,6 +39,9 @@ from workflows.contract import (
 from workflows.release import Release, TrainInput
 
 KB = Actor(role="kb_team", name="Kay Bee")
+# Histories captured under trusted senders, with their senders file (not in tests/histories/
+# itself: replayed without senders, their rejected unsigned events would be accepted).
+TRUSTED_HISTORIES = Path(__file__).resolve().parent / "histories" / "trusted"
 
 
 class Senders:
@@ -288,16 +292,25 @@ async def test_a_history_from_before_a_key_was_revoked_still_replays(
         case.number, "transition", TransitionRequest(to=Status.TIER1_ANALYSIS, actor=TIER1)
     )
     await case.wait_status("Tier 1 Analysis")
+    unsigned = CaseClient(env.client, worker_settings.task_queue)
+    await unsigned.signal(case.number, "transition", TransitionRequest(to="Closing", actor=TIER1))
+    await rejected(case, 1)
     await case.to("Closing", TIER1)
     history = await case.handle.fetch_history()
     queue = None  # a Replayer runs on a task queue of its own: the registry for any queue
 
     # Today the desk's key is revoked: it gets an end, now. Yesterday's events replay as they ran.
-    trust.install(queue, trust.load(senders.revoke("desk-1", datetime.now(UTC))))
+    revoked = senders.revoke("desk-1", datetime.now(UTC))
+    trust.install(queue, trust.load(revoked))
     try:
         await replayer(SupportCase, Release).replay_workflow(history)
     finally:
         trust.install(queue, None)
+    if os.environ.get("CAPTURE_TRUSTED_HISTORY"):  # regenerate tests/histories/trusted/
+        TRUSTED_HISTORIES.mkdir(exist_ok=True)
+        (TRUSTED_HISTORIES / "senders-revoked.json").write_text(revoked.read_text())
+        text = json.dumps(json.loads(history.to_json()), separators=(",", ":"))
+        (TRUSTED_HISTORIES / "revoked_key.case-1.json").write_text(text + "\n")
 
     # Deleting the key instead would change the past: the replay no longer matches the history.
     senders.entries = [s for s in senders.entries if s["name"] != "desk"]
@@ -307,6 +320,20 @@ async def test_a_history_from_before_a_key_was_revoked_still_replays(
             await replayer(SupportCase, Release).replay_workflow(history)
     finally:
         trust.install(queue, None)
+
+
+async def test_the_captured_trusted_histories_replay_against_the_file_of_today() -> None:
+    """Captured under trusted senders (signed start and events, a rejected unsigned one), kept
+    with the senders file as it is after the key was revoked: today's code replays them."""
+    files = sorted(TRUSTED_HISTORIES.glob("*.case-*.json"))
+    assert files, "no captured trusted history (CAPTURE_TRUSTED_HISTORY=1)"
+    trust.install(None, trust.load(TRUSTED_HISTORIES / "senders-revoked.json"))
+    try:
+        for path in files:
+            history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+            await replayer(SupportCase, Release).replay_workflow(history)
+    finally:
+        trust.install(None, None)
 
 
 async def test_without_the_setting_actors_are_self_asserted(
