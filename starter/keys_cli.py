@@ -54,7 +54,7 @@ def new(
     roles = ", ".join(json.dumps(str(r)) for r in role)
     institutions = ", ".join(json.dumps(i) for i in institution or [])
     typer.echo(
-        f"[[senders]]\nname = {json.dumps(sender)}\nroles = [{roles}]\n"
+        f"\n[[senders]]\nname = {json.dumps(sender)}\nroles = [{roles}]\n"
         f"institutions = [{institutions}]\n\n[[senders.keys]]\nkid = {json.dumps(key_id)}\n"
         f"public_key = {json.dumps(public)}\nnot_before = {json.dumps(now.isoformat())}"
     )
