@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from workflows.contract import Actor, Instant, Role
-from workflows.payloads import explain
 
 ALGORITHM = "EdDSA"
 # A token issued a little ahead of the case's clock is accepted: senders' clocks drift.
@@ -162,7 +161,18 @@ def load(path: str | Path) -> TrustedSenders:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         return TrustedSenders.model_validate(data)
     except (ValueError, ValidationError) as err:
-        raise ValueError(f"trusted senders file {path}: {explain(err)}") from None
+        raise ValueError(f"trusted senders file {path}: {_explain(err)}") from None
+
+
+def _explain(err: ValueError) -> str:
+    """One line: ``field: problem; ...`` (as ``workflows.payloads.explain``, which imports
+    Temporal; this module may not)."""
+    if isinstance(err, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}"
+            for e in err.errors(include_url=False)[:5]
+        )
+    return str(err)
 
 
 # ---- signing (the senders' side) ---------------------------------------------------------------
