@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     codec_cors_origins: str = "http://localhost:8233"
     codec_token: SecretStr | None = None
 
+    # Trusted senders (README "Trust model"): the file of senders, their public keys and what
+    # they may assert; unset, actors are self-asserted. The key (``python -m starter keys new``)
+    # the project's client and CLI sign events with.
+    trusted_senders: Path | None = None
+    signing_key: Path | None = None
+
 
 def policy_settings(settings: Settings) -> PolicySettings:
     """CASES_DEFAULT_POLICY and CASES_POLICY_SHORTEST as the cases read them; a bad value is a

@@ -52,7 +52,9 @@ from starter.connection import (
 )
 from starter.devserver import DevServer, DevServerConfig, DevServerError
 from starter.encryption import EncryptionCodec, EncryptionConfigError
+from starter.signing import Signer
 from starter.telemetry import install_metrics
+from workflows import trust
 from workflows.case import SupportCase
 from workflows.release import Release, ReleaseTrain
 
@@ -76,6 +78,10 @@ PASSTHROUGH = (
     "workflows.lifecycle",
     "workflows.payloads",
     "workflows.search",
+    # Shared, not re-imported: the workflows read the registry the worker installed in it.
+    "workflows.trust",
+    "jwt",
+    "cryptography",
     "activities.options",
 )
 
@@ -94,6 +100,7 @@ def build_worker(
     store: CaseStore,
     **options: object,
 ) -> Worker:
+    install_trusted_senders(settings)
     case_activities = CaseActivities(store, settings)
     # Signals in flight during a release fan-out (``activities.releases.CONCURRENCY``).
     fan_out = options.pop("fan_out_concurrency", None)
@@ -108,8 +115,11 @@ def build_worker(
         SQLITE_ACTIVITY_SLOTS if is_sqlite(async_url(settings.database_url)) else ACTIVITY_SLOTS,
     )
     options.setdefault("max_cached_workflows", settings.workflow_cache)
+    signer = Signer.from_file(settings.signing_key) if settings.signing_key else None
     release_activities = ReleaseActivities(
-        client, concurrency=int(fan_out) if isinstance(fan_out, int) else None
+        client,
+        concurrency=int(fan_out) if isinstance(fan_out, int) else None,
+        sign=signer.sign if signer else None,
     )
     # Every log line of an activity carries its case number and workflow id.
     extra = cast("Sequence[Interceptor]", options.pop("interceptors", ()))
@@ -123,6 +133,17 @@ def build_worker(
         workflow_runner=workflow_runner(settings),
         **options,  # type: ignore[arg-type]
     )
+
+
+def install_trusted_senders(settings: Settings) -> trust.TrustedSenders | None:
+    """Hand the trusted senders file to this task queue's workflows, read once at start.
+
+    Replay-safe: a workflow checks a proof against the registry at its own ``workflow.now()``,
+    and the file only grows (keys get an end, never a deletion or an earlier start; roles are
+    only added), so a later file accepts every event an earlier one accepted at that instant."""
+    senders = trust.load(settings.trusted_senders) if settings.trusted_senders else None
+    trust.install(settings.task_queue, senders)
+    return senders
 
 
 async def run_worker(
@@ -173,6 +194,17 @@ async def main(early: DevServer | None = None) -> int:
     # Before any client exists: every client of this process reports to the endpoint.
     if install_metrics(settings.metrics_port) is not None:
         log.info("metrics", prometheus=f"http://0.0.0.0:{settings.metrics_port}/metrics")
+    try:
+        if install_trusted_senders(settings) and not settings.signing_key:
+            # Its release signals (register, a train's reschedule, release shipped) go unsigned.
+            log.warning("trusted senders without CASES_SIGNING_KEY: releases will be refused")
+        if settings.signing_key:
+            Signer.from_file(settings.signing_key)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        if early is not None:
+            await _stop_server(early)
+        return 1
     stop = asyncio.Event()
     _on_stop_signals(stop, asyncio.current_task())
     try:

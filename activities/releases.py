@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import structlog
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
     RELEASE_WORKFLOW,
+    Actor,
     FanOut,
     FanOutResult,
     Register,
@@ -27,12 +29,15 @@ from workflows.contract import (
     ReleaseInput,
     ReleaseShipped,
     Reschedule,
+    Role,
     case_workflow_id,
     release_workflow_id,
 )
 from workflows.release import RELEASE_PRIORITY
 
 log = structlog.get_logger()
+
+E = TypeVar("E", bound=BaseModel)
 
 # Signals in flight at once during a fan-out: enough to keep a server busy. Tests and the bench
 # change it (``ReleaseActivities(client, concurrency=...)``).
@@ -42,10 +47,24 @@ CONCURRENCY = 64
 HEARTBEAT_EVERY = 0.5  # seconds
 
 
+# Who the worker's own release signals name, signed with its key under trusted senders.
+TRAIN_ACTOR = Actor(role=Role.DEVELOPMENT, name="release train")
+RELEASE_ACTOR = Actor(role=Role.DEVELOPMENT, name="release")
+
+# Signs an event for a workflow id: ``starter.signing.Signer.sign``.
+Sign = Callable[[str, Any], Any]
+
+
 class ReleaseActivities:
-    def __init__(self, client: Client, *, concurrency: int | None = None) -> None:
+    """``sign``: with trusted senders, how the worker signs the release signals its activities
+    send (its own key, ``CASES_SIGNING_KEY``, of a sender registered for ``development``)."""
+
+    def __init__(
+        self, client: Client, *, concurrency: int | None = None, sign: Sign | None = None
+    ) -> None:
         self._client = client
         self._concurrency = concurrency
+        self._sign = sign
 
     def activities(self) -> list[Callable[..., Any]]:
         return [self.register_with_release, self.open_release, self.fan_out_release]
@@ -53,13 +72,15 @@ class ReleaseActivities:
     @activity.defn(name="register_with_release")
     async def register_with_release(self, effect: Register) -> None:
         # Signal-with-start: the first case of a release creates its (not yet scheduled) workflow.
+        wid = release_workflow_id(effect.release_id)
+        register = self._signed(wid, RegisterCase(case_number=effect.case_number), RELEASE_ACTOR)
         await self._client.start_workflow(
             RELEASE_WORKFLOW,
             ReleaseInput(release_id=effect.release_id),
-            id=release_workflow_id(effect.release_id),
+            id=wid,
             task_queue=activity.info().task_queue,
             start_signal="register_case",
-            start_signal_args=[RegisterCase(case_number=effect.case_number)],
+            start_signal_args=[register],
             static_summary=f"Release {effect.release_id}",
             priority=RELEASE_PRIORITY,
         )
@@ -68,16 +89,24 @@ class ReleaseActivities:
     async def open_release(self, release: ReleaseInput) -> None:
         """Create the release scheduled for ``ships_at``, or schedule the one cases created."""
         assert release.ships_at is not None
+        wid = release_workflow_id(release.release_id)
+        move = self._signed(wid, Reschedule(ships_at=release.ships_at), TRAIN_ACTOR)
         await self._client.start_workflow(
             RELEASE_WORKFLOW,
             release,
-            id=release_workflow_id(release.release_id),
+            id=wid,
             task_queue=activity.info().task_queue,
             start_signal="reschedule",
-            start_signal_args=[Reschedule(ships_at=release.ships_at)],
+            start_signal_args=[move],
             static_summary=f"Release {release.release_id}",
             priority=RELEASE_PRIORITY,
         )
+
+    def _signed(self, workflow_id: str, event: E, actor: Actor) -> E:
+        """The event as the worker sends it: with its actor and proof under trusted senders."""
+        if self._sign is None:
+            return event
+        return cast(E, self._sign(workflow_id, event.model_copy(update={"actor": actor})))
 
     @activity.defn(name="fan_out_release")
     async def fan_out_release(self, batch: FanOut) -> FanOutResult:
@@ -125,9 +154,10 @@ class ReleaseActivities:
 
     async def _tell(self, case_number: str, event: ReleaseShipped) -> bool:
         """Signal one case; False if it is closed or gone (it moved on: nothing to tell)."""
-        handle = self._client.get_workflow_handle(case_workflow_id(case_number))
+        wid = case_workflow_id(case_number)
+        handle = self._client.get_workflow_handle(wid)
         try:
-            await handle.signal("release_shipped", event)
+            await handle.signal("release_shipped", self._signed(wid, event, RELEASE_ACTOR))
             return True
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:

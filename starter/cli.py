@@ -13,6 +13,7 @@ import getpass
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import quote
 
@@ -24,7 +25,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from settings import Settings
-from starter import policy_cli, release_cli, report_cli
+from starter import keys_cli, policy_cli, release_cli, report_cli, signing
 from starter.client import CaseClient, CaseRow, case_query
 from starter.connection import TemporalUnavailable, address_configured, connect
 from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
@@ -103,6 +104,7 @@ app = typer.Typer(
 )
 app.add_typer(release_cli.app, name="release")
 app.add_typer(policy_cli.app, name="policy")
+app.add_typer(keys_cli.app, name="keys")
 db_app = typer.Typer(help="The case store (SQLite or PostgreSQL, CASES_DATABASE_URL).")
 app.add_typer(db_app, name="db")
 
@@ -136,7 +138,22 @@ def _run(work: Coroutine[Any, Any, T]) -> T:
 
 
 async def _cases() -> CaseClient:
-    return CaseClient(await connect(), _settings().task_queue)
+    settings = _settings()
+    return CaseClient(await connect(), settings.task_queue, signing.signer(settings))
+
+
+@app.callback()
+def _signing_key(
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            help="Sign every event with this sender key (trusted senders; python -m starter "
+            "keys new); default CASES_SIGNING_KEY.",
+        ),
+    ] = None,
+) -> None:
+    signing.use(key)
 
 
 async def _answer(case_number: str, work: Coroutine[Any, Any, T]) -> T:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -35,11 +35,13 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from starter.signing import Signer
 from workflows import lifecycle, search
 from workflows.contract import (
     CASE_WORKFLOW,
     RELEASE_WORKFLOW,
     TASK_QUEUE,
+    Actor,
     ApplyPolicy,
     CaseInput,
     CustomerReply,
@@ -47,12 +49,15 @@ from workflows.contract import (
     ReleaseShipped,
     ReleaseStatus,
     Reschedule,
+    ShipNow,
     Snapshot,
     TierHandoff,
     TransitionRequest,
     case_workflow_id,
     release_workflow_id,
 )
+
+E = TypeVar("E", bound=BaseModel)
 
 
 class CaseRejected(Exception):
@@ -134,12 +139,21 @@ def case_query(
 
 
 class CaseClient:
-    def __init__(self, client: Client, task_queue: str = TASK_QUEUE) -> None:
+    """``signer``: with trusted senders, every event, start and release signal goes signed."""
+
+    def __init__(
+        self, client: Client, task_queue: str = TASK_QUEUE, signer: Signer | None = None
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.signer = signer
+
+    def signed(self, workflow_id: str, event: E) -> E:
+        return self.signer.sign(workflow_id, event) if self.signer else event
 
     async def open(self, case: CaseInput) -> WorkflowHandle:
         """Start the case's workflow; a case number already in use is an error."""
+        case = self.signed(case_workflow_id(case.case_number), case)
         try:
             state = lifecycle.open_case(case, datetime.now().astimezone()).state
         except lifecycle.Rejection as rejection:  # checked here too, to fail before starting
@@ -209,12 +223,14 @@ class CaseClient:
             raise _translated(case_number, err) from None
 
     async def signal(self, case_number: str, name: str, event: BaseModel) -> None:
+        event = self.signed(case_workflow_id(case_number), event)
         try:
             await self.handle(case_number).signal(name, event)
         except RPCError as err:
             raise _translated(case_number, err) from None
 
     async def _update(self, case_number: str, name: str, event: BaseModel) -> Snapshot:
+        event = self.signed(case_workflow_id(case_number), event)
         try:
             return await self.handle(case_number).execute_update(name, event, result_type=Snapshot)
         except WorkflowUpdateFailedError as err:
@@ -244,23 +260,36 @@ class CaseClient:
 
     # ---- releases ------------------------------------------------------------------------------
 
-    async def schedule_release(self, release: ReleaseInput) -> WorkflowHandle:
+    async def schedule_release(
+        self, release: ReleaseInput, actor: Actor | None = None
+    ) -> WorkflowHandle:
         """Create the release, or move the instant of one that cases already registered with."""
+        wid = release_workflow_id(release.release_id)
+        move = Reschedule(ships_at=release.ships_at, actor=actor) if release.ships_at else None
         return await self.client.start_workflow(
             RELEASE_WORKFLOW,
             release,
-            id=release_workflow_id(release.release_id),
+            id=wid,
             task_queue=self.task_queue,
-            start_signal="reschedule" if release.ships_at else None,
-            start_signal_args=[Reschedule(ships_at=release.ships_at)] if release.ships_at else [],
+            start_signal="reschedule" if move else None,
+            start_signal_args=[self.signed(wid, move)] if move else [],
         )
 
-    async def reschedule_release(self, release_id: str, ships_at: datetime) -> None:
-        handle = self.client.get_workflow_handle(release_workflow_id(release_id))
-        await handle.signal("reschedule", Reschedule(ships_at=ships_at))
+    async def reschedule_release(
+        self, release_id: str, ships_at: datetime, actor: Actor | None = None
+    ) -> None:
+        wid = release_workflow_id(release_id)
+        move = self.signed(wid, Reschedule(ships_at=ships_at, actor=actor))
+        await self.client.get_workflow_handle(wid).signal("reschedule", move)
 
-    async def ship_now(self, release_id: str) -> None:
-        await self.client.get_workflow_handle(release_workflow_id(release_id)).signal("ship_now")
+    async def ship_now(self, release_id: str, actor: Actor | None = None) -> None:
+        """Ship at once; with trusted senders, ``actor`` (staff) ships it, signed."""
+        wid = release_workflow_id(release_id)
+        handle = self.client.get_workflow_handle(wid)
+        if actor is None:
+            await handle.signal("ship_now")  # no payload: as before trusted senders
+        else:
+            await handle.signal("ship_now", self.signed(wid, ShipNow(actor=actor)))
 
     async def release_status(self, release_id: str) -> ReleaseStatus:
         handle = self.client.get_workflow_handle(release_workflow_id(release_id))

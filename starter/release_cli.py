@@ -8,6 +8,7 @@ A Typer sub-app of ``starter.cli``; each command is a thin call of ``CaseClient`
 from __future__ import annotations
 
 import asyncio
+import getpass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, NoReturn
 
@@ -19,6 +20,7 @@ from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
+from starter import signing
 from starter.client import CaseClient
 from starter.connection import connect
 from starter.output import BadInput, Code, ago, emit_json, fail, handled, out, when
@@ -32,7 +34,7 @@ from starter.schedules import (
     parse_calendar,
 )
 from workflows.calendar import Span, SpanError
-from workflows.contract import RELEASE_WORKFLOW, ReleaseInput, ReleaseStatus
+from workflows.contract import RELEASE_WORKFLOW, Actor, ReleaseInput, ReleaseStatus, Role
 from workflows.release import TrainInput, train_release
 
 app = typer.Typer(
@@ -44,7 +46,25 @@ ReleaseArg = Annotated[str, typer.Argument(help="The release id, e.g. 2026.12.")
 
 
 async def _cases() -> CaseClient:
-    return CaseClient(await connect(), Settings().task_queue)
+    settings = Settings()
+    return CaseClient(await connect(), settings.task_queue, signing.signer(settings))
+
+
+# With a signing key (trusted senders), who ships or moves a release.
+AsOpt = Annotated[
+    Role,
+    typer.Option("--as", help="With a signing key: the staff role that ships or moves it."),
+]
+ByOpt = Annotated[
+    str | None, typer.Option("--name", help="With a signing key: your name (default: login).")
+]
+
+
+def _staff(role: Role, name: str | None) -> Actor | None:
+    """The actor a signed release signal names; none without a signing key (as before)."""
+    if signing.signer(Settings()) is None:
+        return None
+    return Actor(role=role, name=name or getpass.getuser())
 
 
 def _instant(at: str | None, in_: str | None) -> datetime | None:
@@ -106,6 +126,8 @@ def schedule(
     replace: Annotated[
         bool, typer.Option("--replace", help="Train: change the calendar of an existing train.")
     ] = False,
+    role: AsOpt = Role.DEVELOPMENT,
+    name: ByOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Schedule a release (or move the instant of one that cases already wait on), or, with
@@ -121,7 +143,7 @@ def schedule(
         release = ReleaseInput(release_id=release_id, ships_at=_instant(at, in_))
 
         async def work() -> None:
-            await (await _cases()).schedule_release(release)
+            await (await _cases()).schedule_release(release, _staff(role, name))
 
         asyncio.run(work())
     if as_json:
@@ -190,13 +212,18 @@ def _schedule_train(
 
 
 @app.command("ship-now")
-def ship_now(release_id: ReleaseArg, as_json: JsonOpt = False) -> None:
+def ship_now(
+    release_id: ReleaseArg,
+    role: AsOpt = Role.DEVELOPMENT,
+    name: ByOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Ship a release now: every case waiting on it starts its 14-day clock."""
     with handled(as_json):
 
         async def work() -> None:
             try:
-                await (await _cases()).ship_now(release_id)
+                await (await _cases()).ship_now(release_id, _staff(role, name))
             except RPCError as err:
                 _no_release(release_id, err)
 

@@ -338,3 +338,15 @@ async def test_missing_search_attribute_permission_is_one_clear_line() -> None:
     )
     with pytest.raises(SearchAttributeProblem, match="CaseNextDeadline is Keyword"):
         await ensure_search_attributes(client)
+
+
+async def test_a_bad_trusted_senders_file_is_one_clear_line(data_dir: Path, tmp_path: Path) -> None:
+    senders = tmp_path / "senders.toml"
+    senders.write_text('[[senders]]\nname = "desk"\n')  # no required_from, no keys, no roles
+    worker = await WorkerProcess(worker_env(data_dir, CASES_TRUSTED_SENDERS=str(senders))).start()
+    assert await worker.exited(within=60) == 1  # it stops the server it spawned early
+    errors = [line for line in worker.lines if line.startswith("error:")]
+    assert len(errors) == 1, worker.output
+    assert errors[0].startswith(f"error: trusted senders file {senders}: "), worker.output
+    assert "required_from: Field required; senders.0.keys: Field required" in errors[0]
+    assert await gone(str(data_dir)), "the early dev server outlived the refused start"

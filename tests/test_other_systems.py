@@ -61,16 +61,18 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Syst
     await server.stop()
 
 
-async def sh(script: str) -> str:
+async def sh(script: str, fails: bool = False, **env: str) -> str:
     """Run a shell snippet as a user would, the venv's ``temporal`` first on the PATH."""
-    environ = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    path = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    environ = {**os.environ, "PATH": path, **env}
     proc = await asyncio.create_subprocess_exec(
         "bash", "-euo", "pipefail", "-c", script, env=environ,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
-    assert proc.returncode == 0, f"{script}\nexit {proc.returncode}\n{out.decode()}{err.decode()}"
-    return out.decode()
+    said = f"{script}\nexit {proc.returncode}\n{out.decode()}{err.decode()}"
+    assert (proc.returncode != 0) is fails, said
+    return out.decode() + err.decode() if fails else out.decode()
 
 
 async def wait_status(cases: CaseClient, number: str, status: str) -> Snapshot:
@@ -191,3 +193,51 @@ async def test_the_readme_queries_are_valid(system: System) -> None:
     assert any('CaseStatus = "Pending Release" AND CaseRelease' in q for q in queries)
     for query in queries:
         [_ async for _ in system.client.list_workflows(query, limit=1)]  # raises if invalid
+
+
+async def test_the_readme_signed_examples(
+    system: System, unique: Callable[[str], str], tmp_path: Path
+) -> None:
+    """Trusted senders: a worker with a senders file, a script with a sender key (README "Trust
+    model"): the signed start and the signed curl signal move the case, the unsigned update is
+    refused with the reason."""
+    from datetime import UTC, datetime, timedelta
+
+    from starter.signing import new_key, write_key
+    from worker import run_worker
+    from workflows import trust
+
+    key, public = new_key("desk", "desk-1")
+    write_key(tmp_path / "desk.key", key)
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    senders = tmp_path / "senders.toml"
+    senders.write_text(
+        f'required_from = "{since}"\n[[senders]]\nname = "desk"\nroles = ["tier1", "tier2"]\n'
+        f'[[senders.keys]]\nkid = "desk-1"\npublic_key = "{public}"\nnot_before = "{since}"\n'
+    )
+    queue = unique("trusted")
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}",
+        task_queue=queue,
+        trusted_senders=senders,
+    )
+    worker = asyncio.create_task(run_worker(system.client, settings))
+    try:
+        prefix = unique("S").replace("-", "")
+        cases = system.cases
+
+        def localise(name: str) -> str:
+            text = system.localise(readme.example(name), prefix)
+            return text.replace("--task-queue support-cases", f"--task-queue {queue}")
+
+        await sh(localise("signed"), CASES_SIGNING_KEY=str(tmp_path / "desk.key"))
+        snap = await wait_status(cases, f"{prefix}8", "Tier 1 Analysis")
+        assert [h.actor.name for h in snap.history] == ["Tom One", "Tom One"]
+
+        said = await sh(localise("unsigned"), fails=True)
+        assert "no proof: trusted senders are required on this case" in said
+        assert (await cases.snapshot(f"{prefix}8")).status == "Tier 1 Analysis"
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        trust.install(queue, None)

@@ -29,7 +29,7 @@ from activities.options import (
     POLICY_SETTINGS_TIMEOUT,
     EffectOptions,
 )
-from workflows import lifecycle, metrics, search
+from workflows import lifecycle, metrics, search, trust
 from workflows.contract import (
     CASE_WORKFLOW,
     ApplyPolicy,
@@ -87,6 +87,8 @@ class SupportCase:
         # a flood of a thousand signals in one activation must stay one cheap workflow task.
         self._changed = True
         self._state: CaseState
+        # Trusted senders, if this worker is configured with them (README "Trust model").
+        self._senders = trust.installed(workflow.info().task_queue)
         try:
             # The state a continued run carries (tails of history, rejections, seen event ids,
             # effects not yet done) is routinely bigger than any event: the event limit applied
@@ -102,7 +104,7 @@ class SupportCase:
                 decode_object([start], "start input")  # a new case: the event size limit
                 edition = lifecycle.EDITION if workflow.patched(EDITION_PATCH) else 1
                 decision = lifecycle.open_case(
-                    CaseInput.model_validate(data), workflow.now(), edition
+                    CaseInput.model_validate(data), workflow.now(), edition, senders=self._senders
                 )
                 self._opened_now = True
                 self._state = decision.state
@@ -365,7 +367,7 @@ class SupportCase:
         """The core's answer; anything but a ``Rejection`` it raises is a bug, and becomes a
         rejection too (reason ``internal``): no input may fail a workflow task."""
         try:
-            return lifecycle.decide(self._state, event, workflow.now())
+            return lifecycle.decide(self._state, event, workflow.now(), self._senders)
         except Rejection:
             raise
         except Exception as err:

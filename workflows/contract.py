@@ -103,6 +103,8 @@ Email = Annotated[
 ]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 Note = Annotated[str, StringConstraints(max_length=2_000)]
+# A signed token vouching for the event's actor (workflows/trust.py; README "Trust model").
+Proof = Annotated[str, StringConstraints(min_length=1, max_length=4_096)]
 
 
 class Wire(BaseModel):
@@ -202,12 +204,14 @@ class CaseInput(Wire):
     opened_by: Actor
     # Staff may override deadlines at open; the rest come from the organisation's default.
     policy: PolicyOverrides | None = None
+    proof: Proof | None = None
 
 
 class CustomerReply(Wire):
     text: Text
     actor: Actor
     event_id: EventId | None = None
+    proof: Proof | None = None
 
 
 class TierHandoff(Wire):
@@ -216,6 +220,7 @@ class TierHandoff(Wire):
     note: Note = ""
     actor: Actor
     event_id: EventId | None = None
+    proof: Proof | None = None
 
     @model_validator(mode="after")
     def _reason_fits_tier(self) -> TierHandoff:
@@ -231,11 +236,14 @@ class TransitionRequest(Wire):
     note: Note | None = None
     release_id: ReleaseId | None = None
     event_id: EventId | None = None
+    proof: Proof | None = None
 
 
 class ReleaseShipped(Wire):
     release_id: ReleaseId
     shipped_at: Instant
+    actor: Actor | None = None  # with trusted senders: the release's sender, and the proof
+    proof: Proof | None = None
 
 
 class ApplyPolicy(Wire):
@@ -245,6 +253,7 @@ class ApplyPolicy(Wire):
     actor: Actor
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
     event_id: EventId | None = None
+    proof: Proof | None = None
 
     @model_validator(mode="after")
     def _something_given(self) -> ApplyPolicy:
@@ -424,10 +433,22 @@ class ReleaseInput(Wire):
 
 class RegisterCase(Wire):
     case_number: CaseNumber
+    actor: Actor | None = None  # with trusted senders: who registers it, and the proof
+    proof: Proof | None = None
 
 
 class Reschedule(Wire):
     ships_at: Instant
+    actor: Actor | None = None  # with trusted senders: who moves it, and the proof
+    proof: Proof | None = None
+
+
+class ShipNow(Wire):
+    """The optional payload of ``ship_now``: with trusted senders, who ships it and the proof."""
+
+    actor: Actor | None = None
+    proof: Proof | None = None
+    event_id: EventId | None = None
 
 
 class ReleaseStatus(BaseModel):
@@ -437,6 +458,7 @@ class ReleaseStatus(BaseModel):
     cases_registered: int
     cases_notified: int
     cases_to_notify: int
+    rejected: list[RejectedEvent] = Field(default_factory=list)  # unproven signals (trust)
 
 
 class FanOut(BaseModel):

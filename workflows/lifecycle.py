@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from workflows import trust
 from workflows.calendar import SHORTEST_SPAN, Span, SpanField
 from workflows.contract import (
     Actor,
@@ -48,6 +49,7 @@ from workflows.contract import (
     Status,
     TierHandoff,
     TransitionRequest,
+    case_workflow_id,
 )
 
 S = Status
@@ -508,9 +510,16 @@ def timeline(state: CaseState, limit: int = 32) -> list[Deadline]:
 # ---- the reducer -----------------------------------------------------------------------------
 
 
-def open_case(case: CaseInput, now: datetime, edition: int = EDITION) -> Decision:
+def open_case(
+    case: CaseInput,
+    now: datetime,
+    edition: int = EDITION,
+    *,
+    senders: trust.TrustedSenders | None = None,
+) -> Decision:
     """Open the case under the guide's default policy and the opener's overrides; the worker's
     default policy, when it has one, follows as ``resolve_policy``."""
+    _check_proof(senders, case, case.case_number, now)
     if case.opened_by.role not in OPENERS:
         raise Rejection(
             "wrong_role", f"a case is opened by a customer or tier1, not {case.opened_by.role}"
@@ -522,7 +531,8 @@ def open_case(case: CaseInput, now: datetime, edition: int = EDITION) -> Decisio
         case = case.model_copy(update={"policy": None})
         note = "case opened (a customer's deadline policy is not used: the defaults apply)"
     state = CaseState(
-        case=case,
+        # The proof is checked; it is not carried for the case's life.
+        case=case.model_copy(update={"proof": None}) if case.proof else case,
         policy=_with_fields(DeadlinePolicy(), case.policy),
         status=S.NEW,
         status_since=now,
@@ -613,8 +623,12 @@ def _change_policy(
     )
 
 
-def decide(state: CaseState, event: Event, now: datetime) -> Decision:
-    """Apply one event at instant ``now``. Raises ``Rejection``; never mutates ``state``."""
+def decide(
+    state: CaseState, event: Event, now: datetime, senders: trust.TrustedSenders | None = None
+) -> Decision:
+    """Apply one event at instant ``now``. Raises ``Rejection``; never mutates ``state``.
+    With ``senders`` (trusted senders configured) an event's actor must come with a proof."""
+    _check_proof(senders, event, state.case.case_number, now)
     if state.status is S.CLOSED:
         raise Rejection(
             "closed",
@@ -676,6 +690,28 @@ def describe_rejection(state: CaseState, asked: str, rejection: Rejection) -> st
         f"case {state.case.case_number} is in {state.status!s}; "
         f"{asked} rejected: {rejection.message}"
     )
+
+
+def _check_proof(
+    senders: trust.TrustedSenders | None, event: object, case_number: str, now: datetime
+) -> None:
+    """The guard of trusted senders: any event with an ``actor`` and a ``proof`` (the start
+    input's is ``opened_by``), checked at ``now`` only, so replay gives the same answer."""
+    if senders is None:
+        return
+    if isinstance(event, CaseInput):
+        refused = trust.verify(
+            senders,
+            event.proof,
+            audience=case_workflow_id(case_number),
+            actor=event.opened_by,
+            event_id=None,
+            now=now,
+        )
+    else:
+        refused = trust.verify_event(senders, event, case_workflow_id(case_number), now)
+    if refused is not None:
+        raise Rejection(refused.reason, refused.message)
 
 
 def _check_actor(state: CaseState, actor: Actor) -> None:

@@ -34,17 +34,22 @@ from temporalio import workflow
 from temporalio.common import Priority, RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
+from workflows import trust
 from workflows.calendar import SpanField
 from workflows.contract import (
     MAX_EVENT_BYTES,
     RELEASE_WORKFLOW,
+    Actor,
     FanOut,
     FanOutResult,
     Instant,
     RegisterCase,
+    RejectedEvent,
     ReleaseInput,
     ReleaseStatus,
     Reschedule,
+    Role,
+    ShipNow,
     Wire,
     release_workflow_id,
 )
@@ -66,6 +71,8 @@ FAN_OUT_RETRY = RetryPolicy(
     maximum_attempts=0,  # the server is the only thing it needs; retried until it answers
 )
 OPEN_RELEASE_TIMEOUT = timedelta(seconds=30)
+# Rejected (unproven) release signals kept in the state, for ``status``.
+REJECTED_TAIL = 20
 # Ahead of everything else on the task queue (Temporal's task queue priority, 1 = first, the
 # default is 3): each fan-out batch makes a thousand cases react (a workflow task and an email
 # each), and the next batch must not wait behind the reactions to the last one.
@@ -88,6 +95,7 @@ class ReleaseState(BaseModel):
     notified: int = 0
     skipped: int = 0  # told, but closed or gone (nothing to tell)
     history_bound: int = HISTORY_BOUND  # a tuning knob, carried (tests set it low)
+    rejected: list[RejectedEvent] = Field(default_factory=list)  # the last few, unproven
 
 
 class Carried(BaseModel):
@@ -100,6 +108,7 @@ class Release:
     def __init__(self, start: RawValue) -> None:
         self._start_error: str | None = None
         self._state = ReleaseState(release_id="?")
+        self._senders = trust.installed(workflow.info().task_queue)
         try:
             data = _decode_start(start)
             if "carried" in data:
@@ -206,13 +215,20 @@ class Release:
     # ---- handlers -----------------------------------------------------------------------------
 
     @workflow.signal
-    def ship_now(self) -> None:
+    def ship_now(self, request: ShipNow | None = None) -> None:
+        request = request or ShipNow()
+        if refused := self._refused("ship_now", request.actor, request.proof, request.event_id):
+            self._reject("ship_now", refused)
+            return
         # Shipped here, not by the run loop, so that a continue-as-new cannot come in between.
         if self._state.shipped_at is None:
             self._ship(workflow.now(), "ship_now")
 
     @workflow.signal
     def register_case(self, request: RegisterCase) -> None:
+        if refused := self._refused("register_case", request.actor, request.proof, None):
+            self._reject("register_case", refused)
+            return
         case_number = request.case_number
         if case_number in self._waiting:
             return  # registered already and not told yet: told once
@@ -225,6 +241,9 @@ class Release:
 
     @workflow.signal(name="reschedule")
     def reschedule_signal(self, request: Reschedule) -> None:
+        if refused := self._refused("reschedule", request.actor, request.proof, None):
+            self._reject("reschedule", refused)
+            return
         if self._state.shipped_at is not None:
             workflow.logger.warning(
                 "reschedule ignored: the release has shipped",
@@ -243,6 +262,13 @@ class Release:
     @reschedule_update.validator
     def _validate_reschedule(self, request: Reschedule) -> None:
         s = self._state
+        if refused := self._refused("reschedule", request.actor, request.proof, None):
+            raise ApplicationError(
+                f"release {s.release_id}: reschedule rejected: {refused.message}",
+                refused.reason,
+                type="ReleaseRescheduleRejected",
+                non_retryable=True,
+            )
         if s.shipped_at is not None:
             raise ApplicationError(
                 f"release {s.release_id} shipped at {s.shipped_at.isoformat()}; "
@@ -260,6 +286,43 @@ class Release:
         )
         self._publish()
 
+    # ---- trusted senders ------------------------------------------------------------------------
+
+    def _refused(
+        self, name: str, actor: Actor | None, proof: str | None, event_id: str | None
+    ) -> trust.Refusal | None:
+        """With trusted senders, who ships or moves a release is staff, proven (README "Trust
+        model"); checked at ``workflow.now()`` only, so replay gives the same answer."""
+        senders, now = self._senders, workflow.now()
+        if senders is None or not senders.required_at(now):
+            return None
+        if actor is None:
+            return trust.Refusal(
+                trust.UNAUTHENTICATED, f"no proof: {name} needs an actor and its proof"
+            )
+        if actor.role in (Role.CUSTOMER, Role.SYSTEM):
+            return trust.Refusal(
+                trust.NOT_PERMITTED, f"a release is moved by staff, not {actor.role}"
+            )
+        return trust.verify(
+            senders,
+            proof,
+            audience=release_workflow_id(self._state.release_id),
+            actor=actor,
+            event_id=event_id,
+            now=now,
+        )
+
+    def _reject(self, name: str, refused: trust.Refusal) -> None:
+        entry = RejectedEvent(
+            at=workflow.now(), event=name, reason=refused.reason, message=refused.message
+        )
+        self._state.rejected = [*self._state.rejected, entry][-REJECTED_TAIL:]
+        workflow.logger.warning(
+            "release signal rejected",
+            extra={"event": name, "reason": refused.reason, "detail": refused.message},
+        )
+
     @workflow.query
     def status(self) -> ReleaseStatus:
         s = self._state
@@ -270,6 +333,7 @@ class Release:
             cases_registered=s.registered,
             cases_notified=s.notified,
             cases_to_notify=len(s.pending),
+            rejected=s.rejected,
         )
 
     def _publish(self) -> None:
