@@ -37,6 +37,7 @@ from workflows.contract import (
     Status,
     TierHandoff,
     TransitionRequest,
+    UndeliveredMessage,
 )
 from workflows.lifecycle import CarriedState, CaseState, Due, Rejection
 from workflows.payloads import Malformed, decode_object, excerpt, explain
@@ -199,7 +200,7 @@ class SupportCase:
             self._effects.popleft()
 
     async def _execute(self, options: EffectOptions, batch: list[Effect]) -> None:
-        await workflow.execute_activity(
+        result = await workflow.execute_activity(
             options.activity,
             batch if options.batch > 1 else batch[0],
             start_to_close_timeout=options.start_to_close,
@@ -207,6 +208,17 @@ class SupportCase:
             retry_policy=options.retry,
             summary=summarize(batch),
         )
+        self._note_undelivered(result)
+
+    def _note_undelivered(self, result: object) -> None:
+        """Keep the messages the mail server refused for good (notify answers them as objects)
+        in the state; shown in the snapshot and the UI's details. No command: a history whose
+        activities answered only words replays unchanged."""
+        refused = undelivered_in(result)
+        if not refused:
+            return
+        self._state = lifecycle.record_undelivered(self._state, refused)
+        workflow.set_current_details(lifecycle.details_markdown(self._state))
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -350,6 +362,17 @@ def _asked(name: str, event: BaseModel) -> str:
     if isinstance(event, CustomerReply):
         return f"customer reply by {event.actor.role}"
     return name
+
+
+def undelivered_in(result: object) -> list[UndeliveredMessage]:
+    """The refusals among a notify activity's answers (one answer, or a list for a batch)."""
+    answers = result if isinstance(result, list) else [result]
+    refused = []
+    for answer in answers:
+        if isinstance(answer, dict) and "reason" in answer:
+            with contextlib.suppress(ValidationError):
+                refused.append(UndeliveredMessage.model_validate(answer))
+    return refused
 
 
 def take(effects: Sequence[Effect], count: int, limit: int) -> list[Effect]:

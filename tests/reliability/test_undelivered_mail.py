@@ -1,0 +1,153 @@
+"""Mail the server refuses for good never blocks a case: the mail server answers 550 for a case's
+contact, and a real worker process marks that message undelivered in the outbox with the
+server's answer, counts it, shows it in the case's snapshot and in the UI's current details,
+and sends the case's later messages. No workflow task fails on the way."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from temporalio.api.sdk.v1 import WorkflowMetadata
+
+from activities.mailer import message_id
+from activities.store import CaseStore
+from starter.client import CaseClient
+from tests.conftest import free_port
+from tests.reliability.harness import (
+    CUSTOMER,
+    TIER1,
+    Plan,
+    Tally,
+    WorkerProcess,
+    case_input,
+    case_worker_environment,
+    describe,
+    failed_workflow_tasks,
+    message_ids,
+    reply,
+    send_events,
+    to,
+    wait_until,
+)
+from workflows.contract import Snapshot, Status
+
+ANSWER = "550 5.1.1 <{}>: Recipient address rejected: User unknown"
+
+
+async def snapshot(client: Any, plan: Plan) -> Snapshot:
+    return await client.get_workflow_handle(plan.workflow_id).query(
+        "snapshot", result_type=Snapshot
+    )
+
+
+async def current_details(client: Any, plan: Plan) -> str:
+    handle = client.get_workflow_handle(plan.workflow_id)
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return str(metadata.current_details)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """``case_notifications_total`` by result."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "case_notifications_total":
+                result = sample.labels["result"]
+                counts[result] = counts.get(result, 0.0) + sample.value
+    return counts
+
+
+async def test_a_message_refused_for_good_is_shown_and_the_case_goes_on(
+    env: Any,
+    inbox: Any,
+    tmp_path: Any,
+    spawn_worker: Callable[..., WorkerProcess],
+    unique: Callable[[str], str],
+    tally: Tally,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}"
+    task_queue = unique("undelivered")
+    metrics = free_port()
+    worker = spawn_worker(
+        case_worker_environment(
+            env,
+            task_queue,
+            url,
+            inbox,
+            CASES_METRICS_PORT=str(metrics),
+            CASES_SUPPORT_EMAIL="support-team@example.org",
+        )
+    )
+    plan = Plan(case_input(unique("U")))
+    contact = plan.case.contact_email
+    inbox.refuse_always(contact, ANSWER.format(contact))
+    await worker.ready()
+    client = env.client
+
+    # The "opened" email is refused for good: marked, shown, and the case is not held up.
+    await CaseClient(client, task_queue).open(plan.case)
+    opened_key = f"case-{plan.number}:1:notify:opened"
+
+    async def refused_shown() -> bool:
+        return any(u.key == opened_key for u in (await snapshot(client, plan)).undelivered)
+
+    await wait_until(refused_shown, 60, lambda: asyncio.sleep(0, worker.tail()))
+    [undelivered] = (await snapshot(client, plan)).undelivered
+    assert undelivered.template == "opened"
+    assert undelivered.reason == ANSWER.format(contact)
+    details = await current_details(client, plan)
+    assert "undelivered email: 1" in details and "opened: 550 5.1.1" in details
+
+    store = CaseStore(url)
+    try:
+        entry = await store.outbox_entry(opened_key)
+        assert entry is not None and entry.sent_at is None and entry.undelivered_at is not None
+        assert entry.undelivered_reason == ANSWER.format(contact)
+    finally:
+        await store.dispose()
+
+    # The case's later messages go on: the information request (the mailbox exists again) and
+    # the customer's comment to Support.
+    inbox.refused_for_good.clear()
+    plan.events = [
+        to("Tier 1 Analysis", TIER1),
+        to("Pending Customer Response", TIER1),
+        reply("The log you asked for.", actor=CUSTOMER),
+    ]
+    await send_events(client, plan)
+    later = {
+        message_id(f"case-{plan.number}:3:notify:information_requested"),
+        message_id(f"case-{plan.number}:4:notify:customer_comment"),
+    }
+
+    async def arrived() -> bool:
+        return later <= set(message_ids(inbox.messages))
+
+    await wait_until(arrived, 60, lambda: asyncio.sleep(0, f"{inbox.messages} {worker.tail()}"))
+    snap = await snapshot(client, plan)
+    assert snap.status is Status.WAITING_FOR_PROCESS
+    assert [u.key for u in snap.undelivered] == [opened_key]
+
+    received = message_ids(inbox.messages)
+    assert message_id(opened_key) not in received
+    assert inbox.refusals == [contact], "the refused message was not retried"
+    assert await failed_workflow_tasks(client, plan.workflow_id) == []
+    described = await describe(client, plan.workflow_id)
+    assert described.pending_activities == 0, described.activity_problems
+
+    counts = await asyncio.to_thread(scrape, metrics)
+    assert counts.get("undelivered") == 1, counts
+    assert counts.get("failed", 0) == 0, counts
+
+    tally.cases = 1
+    tally.messages_expected = len(later)
+    tally.messages_received = sum(received.values())
+    tally.duplicates = sum(n - 1 for n in received.values() if n > 1)
+    tally.missing = len(later - set(received))
+    tally.notes = "1 message refused with 550: undelivered, shown; later mail sent"
