@@ -303,7 +303,7 @@ class SupportCase:
         self, name: str, event: CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped
     ) -> None:
         if lifecycle.is_duplicate(self._state, getattr(event, "event_id", None)):
-            workflow.logger.info("duplicate event ignored", extra={"event": name})
+            workflow.logger.info("duplicate event ignored", extra={"event_name": name})
             return
         self._commit(lifecycle.decide(self._state, event, workflow.now()))
 
@@ -335,7 +335,7 @@ class SupportCase:
         metrics.rejected(reason, name)
         self._changed = True
         workflow.logger.warning(
-            "event rejected", extra={"event": name, "reason": reason, "detail": entry.message}
+            "event rejected", extra={"event_name": name, "reason": reason, "detail": entry.message}
         )
 
     # ---- what ops see -------------------------------------------------------------------------
