@@ -91,6 +91,14 @@ class SmtpServer:
         )
 
 
+# How long the worker's start waits for the SMTP server's greeting to see whether it offers TLS.
+TLS_CHECK_TIMEOUT = 10.0
+
+
+class SmtpTlsRequired(Exception):
+    """The URL carries credentials, but the server offers no TLS to send them over."""
+
+
 class Mailer:
     def __init__(self, url: str, mail_from: str, *, timeout: float = 30.0) -> None:
         self.server = SmtpServer.from_url(url)
@@ -117,6 +125,31 @@ class Mailer:
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(body)
         return message
+
+    async def check_tls_for_credentials(self) -> None:
+        """With credentials in an ``smtp://`` URL, the server must offer STARTTLS: raise
+        ``SmtpTlsRequired`` if it answers without it. A server that cannot be reached now is
+        no verdict (every send insists on STARTTLS anyway)."""
+        server = self.server
+        if server.username is None or server.implicit_tls:
+            return
+        smtp = aiosmtplib.SMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=TLS_CHECK_TIMEOUT
+        )
+        try:
+            await smtp.connect()
+            await smtp.ehlo()
+        except (aiosmtplib.SMTPException, OSError):
+            return
+        try:
+            if not smtp.supports_extension("starttls"):
+                raise SmtpTlsRequired(
+                    f"CASES_SMTP_URL carries credentials, but the SMTP server at "
+                    f"{server.host}:{server.port} offers no STARTTLS: they would travel in "
+                    "clear. Use smtps:// (TLS from the start) or a server that offers STARTTLS."
+                )
+        finally:
+            smtp.close()
 
     async def send(self, message: EmailMessage, to: str) -> None:
         """Send ``message`` to the one mailbox ``to``; raises ``Undeliverable`` for a permanent

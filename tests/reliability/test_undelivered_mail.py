@@ -248,3 +248,28 @@ def rejections(port: int) -> dict[str, float]:
                 event = sample.labels["event"]
                 counts[event] = counts.get(event, 0.0) + sample.value
     return counts
+
+
+async def test_a_worker_given_smtp_credentials_without_tls_refuses_to_start(
+    env: Any,
+    inbox: Any,
+    tmp_path: Any,
+    spawn_worker: Callable[..., WorkerProcess],
+    unique: Callable[[str], str],
+    tally: Tally,
+) -> None:
+    """Credentials in ``CASES_SMTP_URL`` and a server that offers no STARTTLS: the password
+    would cross the network in clear, so the worker says why and exits 1."""
+    environment = case_worker_environment(
+        env, unique("tls"), f"sqlite+aiosqlite:///{tmp_path / 'cases.db'}", inbox
+    )
+    environment["CASES_SMTP_URL"] = f"smtp://bot:s3cret@127.0.0.1:{inbox.port}"
+    worker = spawn_worker(environment)
+
+    code = await asyncio.to_thread(worker.process.wait, 60)  # type: ignore[union-attr]
+
+    assert code == 1, worker.tail()
+    assert "offers no STARTTLS" in worker.output() and "smtps://" in worker.output()
+    assert "s3cret" not in worker.output()
+    assert "worker polling" not in worker.output()
+    tally.notes = "credentials over smtp:// to a server without STARTTLS: exit 1, said why"
