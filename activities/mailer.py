@@ -5,10 +5,10 @@ URL carries credentials (they never cross the wire in clear); ``smtps://`` speak
 first byte (port 465).
 
 A message goes to exactly one recipient, given to the server explicitly (never taken from the
-headers). Once the session is up, a permanent refusal of this message (a 5xx answer to MAIL,
-RCPT or DATA, or a feature the message needs and the server lacks) is ``Undeliverable`` with
-the server's answer; anything else (no connection, a timeout, a 4xx, a failed login) is raised
-as it is and retried.
+headers). Once the session is up, a permanent refusal of this message (a 5xx answer to RCPT
+or DATA, or a feature the message needs and the server lacks) is ``Undeliverable`` with the
+server's answer; anything else (no connection, a timeout, a 4xx, a failed login, a refused
+sender: the worker's own configuration) is raised as it is and retried.
 """
 
 from __future__ import annotations
@@ -57,11 +57,9 @@ def permanent_refusal(err: BaseException) -> str | None:
         return "; ".join(a for a in answers if a) if answers and all(answers) else None
     if isinstance(err, aiosmtplib.SMTPNotSupported):
         return f"not supported by the server: {err}"
-    refusals = (
-        aiosmtplib.SMTPSenderRefused,
-        aiosmtplib.SMTPRecipientRefused,
-        aiosmtplib.SMTPDataError,
-    )
+    # The recipient or the content. A refused sender (MAIL FROM) or login is the worker's own
+    # configuration, the same for every message: retried, so fixing it delivers them all.
+    refusals = (aiosmtplib.SMTPRecipientRefused, aiosmtplib.SMTPDataError)
     if isinstance(err, refusals) and 500 <= err.code < 600:
         return f"{err.code} {err.message}"
     return None

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import aiosmtplib
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -17,7 +18,7 @@ from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
 from activities.case_activities import CaseActivities
-from activities.mailer import SmtpServer, message_id
+from activities.mailer import SmtpServer, message_id, permanent_refusal
 from activities.migrate import upgrade
 from activities.notify import NotifyResult
 from activities.store import CaseStore, outbox
@@ -255,6 +256,28 @@ async def test_a_refusal_for_now_is_still_retried(
         await notify(activities, req)
     entry = await store.outbox_entry(req.key)
     assert entry is not None and entry.undelivered_at is None and "451" in (entry.last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@x"), True),
+        (aiosmtplib.SMTPRecipientRefused(452, "mailbox full", "a@x"), False),
+        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(553, "no", "a")]), True),
+        (aiosmtplib.SMTPDataError(554, "content rejected"), True),
+        (aiosmtplib.SMTPDataError(451, "local error"), False),
+        (aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server"), True),
+        # The worker's own configuration, the same for every message: retried until fixed.
+        (aiosmtplib.SMTPSenderRefused(550, "sender rejected", "s@x"), False),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), False),
+        # Outages.
+        (aiosmtplib.SMTPServerDisconnected("gone"), False),
+        (aiosmtplib.SMTPConnectError("refused"), False),
+        (aiosmtplib.SMTPReadTimeoutError("timed out"), False),
+    ],
+)
+def test_which_answers_refuse_a_message_for_good(error: Exception, permanent: bool) -> None:
+    assert (permanent_refusal(error) is not None) is permanent
 
 
 @pytest.mark.parametrize(
