@@ -6,6 +6,7 @@ renderer, so one process writes one format.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -83,20 +84,30 @@ def redact_secrets(
 ) -> structlog.types.EventDict:
     """Mask secrets in every line, also in nested fields: an API key, a password, the password
     of a database URL."""
-    return {key: _redacted(key, value, 0) for key, value in event.items()}
+    for key, value in event.items():
+        masked = _redacted(key, value, 0)
+        if masked is not value:
+            event[key] = masked
+    return event
+
+
+@functools.lru_cache(maxsize=4096)  # field names repeat: the regex runs once per name
+def _is_secret(key: str) -> bool:
+    return SECRET_FIELDS.search(key) is not None
 
 
 def _redacted(key: object, value: object, depth: int) -> object:
-    if isinstance(key, str) and SECRET_FIELDS.search(key) and value:
+    """``value`` with its secrets masked: the same object when there is nothing to mask."""
+    if isinstance(key, str) and value and _is_secret(key):
         return "***"
     if isinstance(value, str):
         return URL_PASSWORD.sub(r"\1***@", value) if "@" in value else value
-    if depth >= _REDACT_DEPTH:
-        return value if isinstance(value, int | float | bool) or value is None else "…"
-    if isinstance(value, dict):
-        return {k: _redacted(k, v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):  # not tuples: exc_info is one, and stays one
-        return [_redacted(None, v, depth + 1) for v in value]
+    if isinstance(value, dict) and depth < _REDACT_DEPTH:
+        masked = {k: _redacted(k, v, depth + 1) for k, v in value.items()}
+        return value if all(masked[k] is v for k, v in value.items()) else masked
+    if isinstance(value, list) and depth < _REDACT_DEPTH:  # not tuples: exc_info is one
+        items = [_redacted(None, v, depth + 1) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     return value
 
 
