@@ -25,6 +25,7 @@ from activities.store import CaseStore, outbox
 from activities.templates import render
 from settings import Settings
 from workflows.contract import Actor, CaseInput, MessageTemplate, Notify, UndeliveredMessage
+from workflows.mailbox import one_mailbox
 
 SUPPORT = "support-team@vendor.example"
 CONTACT = "ann@alma.example"
@@ -338,6 +339,26 @@ def test_a_case_with_a_contact_of_several_addresses_is_refused_at_open(contact: 
             contact_email=contact,
             opened_by=Actor(role="tier1", name="Tom One"),
         )
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(contact=st.text(max_size=60) | st.emails().map(lambda e: f"=?x?{e}"))
+def test_any_contact_either_opens_or_is_refused_with_a_reason(contact: str) -> None:
+    """The start input is validated inside the workflow: anything but a validation error would
+    fail its workflow task."""
+    try:
+        case = CaseInput(
+            case_number="M-1",
+            institution="Alma University",
+            product="Alma",
+            priority="normal",
+            title="Loans report shows wrong totals",
+            contact_email=contact,
+            opened_by=Actor(role="tier1", name="Tom One"),
+        )
+    except ValidationError:
+        return
+    assert one_mailbox(case.contact_email).addr_spec
 
 
 # ---- message ids and SMTP settings ----------------------------------------------------------

@@ -12,7 +12,6 @@ again before each send (for cases opened before the rule).
 
 from __future__ import annotations
 
-from email.errors import HeaderParseError
 from email.headerregistry import Address, HeaderRegistry
 
 _HEADERS = HeaderRegistry()
@@ -31,10 +30,10 @@ def one_mailbox(value: str) -> Address:
         raise NotOneMailbox("an email address may not contain control characters")
     try:
         header = _HEADERS("To", value)
-    except (HeaderParseError, IndexError, ValueError):
+        groups = header.groups  # type: ignore[attr-defined]
+        addresses = header.addresses  # type: ignore[attr-defined]
+    except Exception:  # the header parser raises more than HeaderParseError on odd input
         raise NotOneMailbox("not an email address (name@domain)") from None
-    groups = header.groups  # type: ignore[attr-defined]
-    addresses = header.addresses  # type: ignore[attr-defined]
     if any(g.display_name is not None for g in groups):
         raise NotOneMailbox("one email address, not a group (name: addresses;)")
     if len(addresses) != 1:
