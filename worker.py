@@ -38,6 +38,7 @@ import logs
 from activities import CaseActivities, CaseStore, upgrade
 from activities.db import ACTIVITY_SLOTS, async_url, is_sqlite
 from activities.logcontext import ActivityLogContext
+from activities.mailer import Mailer, SmtpTlsRequired
 from activities.releases import ReleaseActivities
 from settings import Settings, get_settings
 from starter.connection import (
@@ -154,6 +155,8 @@ async def run_worker(
     schema_ready: bool = False,
 ) -> None:
     """Run the worker until ``stop`` is set (then drain it), or until cancelled."""
+    if settings.smtp_url:  # credentials only over TLS: refuse to start rather than leak them
+        await Mailer(settings.smtp_url, settings.mail_from).check_tls_for_credentials()
     if not schema_ready:
         await upgrade(settings.database_url)  # a fresh database just works
     store = CaseStore(settings.database_url)
@@ -253,6 +256,7 @@ async def main(early: DevServer | None = None) -> int:
         DevServerError,
         SearchAttributeProblem,
         EncryptionConfigError,
+        SmtpTlsRequired,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

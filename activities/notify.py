@@ -11,6 +11,11 @@ sends again rather than risk losing the message, with the same Message-ID (mail 
 it), and counts the resend in ``outbox.resent_in_doubt`` (and ``result="resent_in_doubt"``), so
 every possible duplicate is on record. The row's ``handed_at``, written just before the hand-over,
 is how it knows.
+
+A message the server refuses for good (``mailer.Undeliverable``: a 5xx answer, an address it
+cannot take) is marked undelivered in the outbox with the server's answer, counted
+(``result="undelivered"``) and returned to the workflow, which shows it in the case's snapshot;
+the rest of a batch goes on. It is never sent again, also when a batch is retried.
 """
 
 from __future__ import annotations
@@ -24,14 +29,15 @@ import structlog
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
-from activities.mailer import Mailer, message_id
+from activities.mailer import Mailer, Undeliverable, message_id
 from activities.options import NOTIFY_TIMEOUT
 from activities.store import CaseStore, OutboxMessage
 from activities.templates import render
 from settings import Settings
-from workflows.contract import Notify
+from workflows.contract import Notify, UndeliveredMessage
 
-NotifyResult = Literal["sent", "already_sent", "kept"]
+# What the workflow gets back for each message: a word, or the refusal it shows in the snapshot.
+NotifyResult = Literal["sent", "already_sent", "kept"] | UndeliveredMessage
 
 NOTIFICATIONS = "case_notifications"
 # How long an attempt keeps trying to mark a sent message sent: well inside its start-to-close.
@@ -73,7 +79,8 @@ class NotifyActivities:
         except Exception:
             _count("failed", template)
             raise
-        _count(result, template)
+        if not isinstance(result, UndeliveredMessage):
+            _count(result, template)
         return result
 
     async def _notify(self, request: Notify) -> NotifyResult:
@@ -104,6 +111,10 @@ class NotifyActivities:
         if entry.sent_at is not None:
             log.info("notify.already_sent", sent_at=entry.sent_at.isoformat())
             return "already_sent"
+        if entry.undelivered_at is not None:  # refused for good by an earlier attempt
+            return UndeliveredMessage(
+                key=entry.key, template=entry.template, reason=entry.undelivered_reason or ""
+            )
         if self.mailer is None:
             log.info("notify.kept", to=entry.recipient, subject=entry.subject)
             return "kept"
@@ -112,16 +123,21 @@ class NotifyActivities:
             _count("resent_in_doubt", str(request.template))
             log.warning("notify.resend_in_doubt", handed_at=str(entry.handed_at))
         await self.store.outbox_handing(entry.key, datetime.now(UTC), in_doubt=entry.in_doubt)
-        # Built from the stored row: a retry sends what was first recorded, word for word.
-        message = self.mailer.build(
-            to=entry.recipient,
-            subject=entry.subject,
-            body=entry.body,
-            msg_id=entry.message_id,
-            date=entry.created_at,
-        )
         try:
-            await self.mailer.send(message)
+            # Built from the stored row: a retry sends what was first recorded, word for word.
+            message = self.mailer.build(
+                to=entry.recipient,
+                subject=entry.subject,
+                body=entry.body,
+                msg_id=entry.message_id,
+                date=entry.created_at,
+            )
+            await self.mailer.send(message, entry.recipient)
+        except Undeliverable as refused:
+            await self.store.outbox_undelivered(entry.key, datetime.now(UTC), refused.reason)
+            _count("undelivered", entry.template)
+            log.warning("notify.undelivered", to=entry.recipient, reason=refused.reason)
+            return UndeliveredMessage(key=entry.key, template=entry.template, reason=refused.reason)
         except Exception as err:
             await self.store.outbox_failed(entry.key, f"{type(err).__name__}: {err}")
             log.warning("notify.failed", to=entry.recipient, error=str(err))

@@ -152,6 +152,9 @@ outbox = Table(
     # have gone out already.
     Column("handed_at", UtcDateTime),
     Column("resent_in_doubt", Integer, nullable=False, server_default="0"),
+    # Set when the mail server refused the message for good, with its answer: never retried.
+    Column("undelivered_at", UtcDateTime),
+    Column("undelivered_reason", Text),
     Index("ix_outbox_case_number", "case_number"),
     Index("ix_outbox_created_at", "created_at"),  # the report's (migration 0003)
 )
@@ -178,11 +181,13 @@ class OutboxEntry(OutboxMessage):
     last_error: str | None
     handed_at: datetime | None = None
     resent_in_doubt: int = 0
+    undelivered_at: datetime | None = None
+    undelivered_reason: str | None = None
 
     @property
     def in_doubt(self) -> bool:
         """An earlier attempt handed it to the SMTP server and was never heard of again."""
-        return self.sent_at is None and self.handed_at is not None
+        return self.sent_at is None and self.handed_at is not None and not self.undelivered_at
 
 
 # An error text long enough to diagnose, short enough that a chatty server cannot bloat the row.
@@ -289,7 +294,7 @@ class CaseStore:
         if case_number is not None:
             query = query.where(outbox.c.case_number == case_number)
         if pending_only:
-            query = query.where(outbox.c.sent_at.is_(None))
+            query = query.where(outbox.c.sent_at.is_(None), outbox.c.undelivered_at.is_(None))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [OutboxEntry(**row) for row in rows]
@@ -308,6 +313,20 @@ class CaseStore:
             .where(outbox.c.key == key)
             # The server refused it or was never reached: not in doubt.
             .values(attempts=outbox.c.attempts + 1, last_error=error[:_MAX_ERROR], handed_at=None)
+        )
+
+    async def outbox_undelivered(self, key: str, at: datetime, reason: str) -> None:
+        """The mail server refused the message for good: record its answer; never sent again."""
+        await self._outbox_update(
+            update(outbox)
+            .where(outbox.c.key == key, outbox.c.sent_at.is_(None))
+            .values(
+                undelivered_at=at,
+                undelivered_reason=reason[:_MAX_ERROR],
+                attempts=outbox.c.attempts + 1,
+                last_error=reason[:_MAX_ERROR],
+                handed_at=None,
+            )
         )
 
     async def outbox_handing(self, key: str, at: datetime, *, in_doubt: bool) -> None:

@@ -28,7 +28,7 @@ from settings import Settings
 from starter import keys_cli, policy_cli, release_cli, report_cli, signing
 from starter.client import CaseClient, CaseRow, case_query
 from starter.connection import TemporalUnavailable, address_configured, connect
-from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, when
+from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, safe, when
 from workflows import lifecycle
 from workflows.contract import (
     Actor,
@@ -273,7 +273,9 @@ def _changed(snap: Snapshot, as_json: bool) -> None:
         if due
         else "no deadline: waiting for people"
     )
-    out().print(f"case {snap.case_number}: {moved} · owner Tier {snap.owner_tier} · {deadline}")
+    out().print(
+        f"case {safe(snap.case_number)}: {moved} · owner Tier {snap.owner_tier} · {deadline}"
+    )
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -351,8 +353,8 @@ def open_case(
         emit_json({"ok": True, "case_number": case_number, "workflow_id": workflow_id})
         return
     out().print(
-        f"opened case [bold]{case_number}[/bold] · {institution} · {priority} — {title} "
-        f"(workflow {workflow_id})"
+        f"opened case [bold]{safe(case_number)}[/bold] · {safe(institution)} · {priority} — "
+        f"{safe(title)} (workflow {safe(workflow_id)})"
     )
     if link := _ui_link(f"workflows/{workflow_id}"):
         out().print(f"Web UI: {link}")
@@ -503,8 +505,8 @@ def show(
 def render_snapshot(snap: Snapshot) -> None:
     console = out()
     console.print(
-        f"[bold]Case {snap.case_number}[/bold] · {snap.institution} · {snap.priority} — "
-        f"{snap.title}"
+        f"[bold]Case {safe(snap.case_number)}[/bold] · {safe(snap.institution)} · "
+        f"{snap.priority} — {safe(snap.title)}"
     )
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim")
@@ -521,15 +523,15 @@ def render_snapshot(snap: Snapshot) -> None:
         if snap.status == Status.CLOSED
         else "none: waiting for people",
     )
-    facts.add_row("product", snap.product)
+    facts.add_row("product", safe(snap.product))
     if snap.release_id:
         shipped = f"shipped {when(snap.release_shipped_at)}" if snap.release_shipped_at else ""
-        facts.add_row("release", f"{snap.release_id} {shipped}".strip())
+        facts.add_row("release", f"{safe(snap.release_id)} {shipped}".strip())
     facts.add_row("opened", when(snap.opened_at))
     if snap.closed_at:
         facts.add_row("closed", when(snap.closed_at))
     if snap.references:
-        facts.add_row("references", snap.references)
+        facts.add_row("references", safe(snap.references))
     facts.add_row(
         "policy",
         ", ".join(f"{k}={v}" for k, v in snap.policy.model_dump(mode="json").items()),
@@ -549,7 +551,7 @@ def render_snapshot(snap: Snapshot) -> None:
     for column in ("#", "at", "from → to", "by", "note"):
         history.add_column(column)
     for h in snap.history:
-        who = f"{h.actor.role} {h.actor.name}"
+        who = safe(f"{h.actor.role} {h.actor.name}")
         # A deadline that acted late shows both instants: when it acted, and when it was due.
         late = f" (due {when(h.due)})" if h.due and h.due != h.at else ""
         history.add_row(
@@ -557,7 +559,7 @@ def render_snapshot(snap: Snapshot) -> None:
             when(h.at) + late,
             f"{h.from_status or '(opened)'} → {h.to_status}",
             who,
-            h.note,
+            safe(h.note) if h.note is not None else None,
         )
     console.print(history)
 
@@ -566,8 +568,16 @@ def render_snapshot(snap: Snapshot) -> None:
         for column in ("at", "event", "reason", "message"):
             rejected.add_column(column)
         for r in snap.rejected:
-            rejected.add_row(when(r.at), r.event, r.reason, r.message)
+            rejected.add_row(when(r.at), safe(r.event), safe(r.reason), safe(r.message))
         console.print(rejected)
+
+    if snap.undelivered:
+        undelivered = Table(title="Undelivered email", title_justify="left")
+        for column in ("message", "template", "the mail server's answer"):
+            undelivered.add_column(column)
+        for u in snap.undelivered:
+            undelivered.add_row(safe(u.key), safe(u.template), safe(u.reason))
+        console.print(undelivered)
 
 
 @app.command("list")
@@ -622,18 +632,18 @@ def render_rows(rows: list[CaseRow], query: str, limit: int) -> None:
     for r in rows:
         due = f"{when(r.next_deadline)} ({ago(r.next_deadline)})" if r.next_deadline else "—"
         table.add_row(
-            r.case_number,
-            r.status or "?",
-            r.priority or "",
-            r.institution or "",
-            r.owner_tier or "",
+            safe(r.case_number),
+            safe(r.status or "?"),
+            safe(r.priority or ""),
+            safe(r.institution or ""),
+            safe(r.owner_tier or ""),
             due,
-            r.release_id or "",
+            safe(r.release_id or ""),
         )
     console = out()
     console.print(table)
     more = " (the first ones; --limit 0 for all)" if limit and len(rows) >= limit else ""
-    console.print(f"[dim]{len(rows)} case(s){more}; query: {query or 'all cases'}[/dim]")
+    console.print(f"[dim]{len(rows)} case(s){more}; query: {safe(query or 'all cases')}[/dim]")
 
 
 @app.command()
@@ -766,7 +776,7 @@ async def _watch(query: str) -> None:
                 table.add_column(column)
             for r in sorted(rows, key=lambda r: r.case_number):
                 due = f"{when(r.next_deadline)} ({ago(r.next_deadline)})" if r.next_deadline else ""
-                table.add_row(r.case_number, r.status or "?", due)
+                table.add_row(safe(r.case_number), safe(r.status or "?"), due)
             live.update(table)
             open_ones = [r for r in rows if r.status != Status.CLOSED]
             if rows and all(r.status not in _TIMED for r in open_ones):

@@ -18,6 +18,8 @@ is ``CaseNotFound``; any event for a closed case is ``CaseRejected`` with reason
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any, TypeVar
@@ -110,6 +112,40 @@ class CaseRow(BaseModel):
         )
 
 
+class BadQuery(ValueError):
+    """A visibility query the client will not send: it would reach outside its parentheses."""
+
+
+_QUOTES = "'\"`"
+
+
+def grouped(query: str) -> str:
+    """``(query)``: the caller's query as one group, refused unless its parentheses balance
+    outside string literals, so that ``x) OR (y`` cannot escape the filter put before it."""
+    depth, quote, escaped = 0, "", False
+    for char in query:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in _QUOTES:
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth < 0:
+                raise BadQuery(f"query has a ')' with no '(' before it: {query!r}")
+    if quote:
+        raise BadQuery(f"query has an unclosed string literal: {query!r}")
+    if depth:
+        raise BadQuery(f"query has an unclosed '(': {query!r}")
+    return f"({query})"
+
+
 def quoted(value: str) -> str:
     """A string literal of Temporal's visibility query language."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -122,7 +158,8 @@ def case_query(
     release_id: str | None = None,
     query: str | None = None,
 ) -> str:
-    """A visibility query over the case search attributes; ``query`` is added as it is."""
+    """A visibility query over the case search attributes; ``query`` is added as one group
+    (``grouped``)."""
     parts: list[str] = []
     statuses = [status] if isinstance(status, str) else list(status or [])
     if len(statuses) == 1:
@@ -134,8 +171,59 @@ def case_query(
     if release_id:
         parts.append(f"{search.CASE_RELEASE.name} = {quoted(release_id)}")
     if query:
-        parts.append(f"({query})")
+        parts.append(grouped(query))
     return " AND ".join(parts)
+
+
+# The server refuses a start whose summary payload is over 400 bytes (``limit.userMetadata-
+# SummarySize``) or whose details payload is over 20,000 (``limit.userMetadataDetailsSize``),
+# counted as serialised: JSON quotes and escapes included, and an encrypting codec's envelope.
+# The text is cut to these many bytes of JSON, measured with every non-ASCII character escaped
+# (the largest any JSON converter writes), which leaves room for the rest.
+SUMMARY_JSON_BYTES = 240
+DETAILS_JSON_BYTES = 16_000
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f]+")
+
+
+def fitted(text: str, limit: int) -> str:
+    """``text`` on one line, cut (with "…") so that its JSON string is at most ``limit`` bytes."""
+    text = _UNPRINTABLE.sub(" ", text)
+
+    def size(candidate: str) -> int:
+        return len(json.dumps(candidate))  # ASCII-escaped: characters are bytes
+
+    if size(text) <= limit:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix that fits with the ellipsis
+        middle = (low + high + 1) // 2
+        if size(text[:middle] + "…") <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "…"
+
+
+def case_summary(case: CaseInput) -> str:
+    """The one line the UI shows for the case's workflow, within the server's summary limit."""
+    return fitted(
+        f"Case {case.case_number} · {case.institution} · {case.priority} — {case.title}",
+        SUMMARY_JSON_BYTES,
+    )
+
+
+def case_details(case: CaseInput) -> str:
+    details = (
+        f"**Case {case.case_number}** — {_UNPRINTABLE.sub(' ', case.title)}\n\n"
+        f"- institution: {case.institution}\n- product: {case.product}\n"
+        f"- priority: {case.priority}\n- contact: {case.contact_email}\n"
+        f"- references: {case.references or 'none'}"
+    )
+    return (
+        details
+        if len(json.dumps(details)) <= DETAILS_JSON_BYTES
+        else fitted(details, DETAILS_JSON_BYTES)
+    )
 
 
 class CaseClient:
@@ -179,15 +267,8 @@ class CaseClient:
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=search.typed(values),
-            static_summary=(
-                f"Case {case.case_number} · {case.institution} · {case.priority} — {case.title}"
-            ),
-            static_details=(
-                f"**Case {case.case_number}** — {case.title}\n\n"
-                f"- institution: {case.institution}\n- product: {case.product}\n"
-                f"- priority: {case.priority}\n- contact: {case.contact_email}\n"
-                f"- references: {case.references or 'none'}"
-            ),
+            static_summary=case_summary(case),
+            static_details=case_details(case),
         )
 
     def handle(self, case_number: str) -> WorkflowHandle:
@@ -254,7 +335,7 @@ class CaseClient:
 
     async def list(self, query: str, limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
         """Cases matching a visibility query, e.g. ``CaseStatus = "Closing"``, paged by the SDK."""
-        full = f'WorkflowType = "{CASE_WORKFLOW}"' + (f" AND ({query})" if query else "")
+        full = f'WorkflowType = "{CASE_WORKFLOW}"' + (f" AND {grouped(query)}" if query else "")
         async for execution in self.client.list_workflows(full, limit=limit):
             yield execution
 

@@ -8,6 +8,7 @@ reached, or no such case or release.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,9 +19,10 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from temporalio.service import RPCError, RPCStatusCode
 
-from starter.client import CaseNotFound, CaseRejected
+from starter.client import BadQuery, CaseNotFound, CaseRejected
 from starter.connection import SearchAttributeProblem, TemporalUnavailable
 from workflows.payloads import explain
 
@@ -58,7 +60,7 @@ def emit_json(value: Any) -> None:
 
 def fail(code: Code, message: str, *, as_json: bool = False, **fields: Any) -> NoReturn:
     """Print one line on stderr (and a JSON object on stdout for scripts); exit with ``code``."""
-    err().print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    err().print(f"[bold red]error:[/] {safe(message)}", markup=True, highlight=False)
     if as_json:
         emit_json({"ok": False, "error": code.name.lower(), "message": message, **fields})
     raise typer.Exit(int(code))
@@ -78,7 +80,7 @@ def handled(as_json: bool = False) -> Iterator[None]:
         )
     except ValidationError as invalid:
         fail(Code.USAGE, f"invalid input: {explain(invalid)}", as_json=as_json)
-    except BadInput as invalid:
+    except (BadInput, BadQuery) as invalid:
         fail(Code.USAGE, f"invalid input: {invalid}", as_json=as_json)
     except CaseNotFound as missing:
         fail(Code.UNAVAILABLE, str(missing), as_json=as_json)
@@ -91,6 +93,17 @@ def handled(as_json: bool = False) -> Iterator[None]:
             else Code.UNAVAILABLE
         )
         fail(code, f"Temporal answered {rpc.status.name}: {rpc.message}", as_json=as_json)
+
+
+# Terminal control characters (C0 but tab and newline, DEL, C1) and the bidirectional overrides
+# that reorder what a terminal shows: never printed from case text.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: object) -> str:
+    """Case text (a title, a name, a note) as Rich prints it: literally, whatever brackets it
+    holds (``[/bold]`` would crash the markup parser), and with no terminal control character."""
+    return escape(_CONTROL.sub("", str(text)))
 
 
 def when(instant: datetime | None) -> str:

@@ -106,17 +106,27 @@ class SmtpSink:
     port: int
     messages: list[Received] = field(default_factory=list)
     refusing: set[str] = field(default_factory=set)
+    refused_for_good: dict[str, str] = field(default_factory=dict)
+    refusals: list[str] = field(default_factory=list)  # every RCPT answered with an error
     _controller: Controller | None = None
 
     def refuse_once(self, address: str) -> None:
         """The next message to ``address`` is refused, as a full mailbox refuses it (452)."""
         self.refusing.add(address)
 
+    def refuse_always(self, address: str, answer: str = "550 5.1.1 No such user here") -> None:
+        """Every message to ``address`` is refused for good with ``answer`` (a 5xx)."""
+        self.refused_for_good[address] = answer
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
+        if address in self.refused_for_good:
+            self.refusals.append(address)
+            return self.refused_for_good[address]
         if address in self.refusing:
             self.refusing.discard(address)
+            self.refusals.append(address)
             return "452 4.2.2 Mailbox full"
         envelope.rcpt_tos.append(address)
         return "250 OK"

@@ -156,12 +156,25 @@ def test_the_worker_scales_out(compose: dict[str, Any]) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_documented_ports(raw: dict[str, Any]) -> None:
+def test_documented_ports(compose: dict[str, Any]) -> None:
     header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
-    for service in raw["services"].values():
+    for service in compose["services"].values():
         for port in service.get("ports", []):
-            host = str(port).split(":")[0]
+            host = str(port.get("published") or port["target"])
             assert host in header, f"port {port} is not documented at the top of the file"
+
+
+def test_ports_are_published_on_loopback_only(compose: dict[str, Any]) -> None:
+    """A database, a mail server and Temporal's unauthenticated port are not for the network:
+    exposing them takes PUBLISH_ADDRESS, deliberately."""
+    published = [
+        (name, port)
+        for name, service in compose["services"].items()
+        for port in service.get("ports", [])
+    ]
+    assert published
+    wide = [(name, port) for name, port in published if port.get("host_ip") != "127.0.0.1"]
+    assert not wide, f"published beyond this machine: {wide}"
 
 
 def test_the_image_is_slim_non_root_and_installs_from_pyproject() -> None:

@@ -8,20 +8,24 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import aiosmtplib
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
 from activities.case_activities import CaseActivities
-from activities.mailer import SmtpServer, message_id
+from activities.mailer import SmtpServer, message_id, permanent_refusal
 from activities.migrate import upgrade
+from activities.notify import NotifyResult
 from activities.store import CaseStore, outbox
 from activities.templates import render
 from settings import Settings
-from workflows.contract import MessageTemplate, Notify
+from workflows.contract import Actor, CaseInput, MessageTemplate, Notify, UndeliveredMessage
+from workflows.mailbox import one_mailbox
 
 SUPPORT = "support-team@vendor.example"
 CONTACT = "ann@alma.example"
@@ -66,7 +70,7 @@ def request(
     )
 
 
-async def notify(activities: CaseActivities, req: Notify) -> str:
+async def notify(activities: CaseActivities, req: Notify) -> NotifyResult:
     # Through Temporal's activity environment, as a worker would run it.
     return await ActivityEnvironment().run(activities.notify, req)
 
@@ -210,6 +214,151 @@ async def test_a_batch_cut_by_a_mail_server_failure_sends_each_message_once_on_r
 
     assert results == ["already_sent", "sent"]
     assert [m.rcpt_tos for m in smtp_server.messages] == [[CONTACT], ["full@alma.example"]]
+
+
+# ---- mail that cannot be delivered ----------------------------------------------------------
+
+
+async def test_a_recipient_refused_for_good_is_marked_undelivered_and_the_batch_goes_on(
+    smtp_server: Any, make_activities: Callable[[str | None], CaseActivities], store: CaseStore
+) -> None:
+    activities = make_activities(smtp_server.url)
+    gone = request(MessageTemplate.OPENED).model_copy(update={"contact_email": "gone@alma.example"})
+    after = request(MessageTemplate.CLOSING)
+    smtp_server.refuse_always("gone@alma.example", "550 5.1.1 <gone@alma.example>: no such user")
+
+    results = await ActivityEnvironment().run(activities.notify_batch, [gone, after])
+
+    refused = UndeliveredMessage(
+        key=gone.key, template="opened", reason="550 5.1.1 <gone@alma.example>: no such user"
+    )
+    assert results == [refused, "sent"]
+    assert [m.rcpt_tos for m in smtp_server.messages] == [[CONTACT]]
+    entry = await store.outbox_entry(gone.key)
+    assert entry is not None and entry.sent_at is None and entry.undelivered_at is not None
+    assert entry.undelivered_reason == refused.reason and not entry.in_doubt
+    assert await store.outbox(pending_only=True) == []
+
+    # A retried batch neither asks the server again nor sends anything twice.
+    again = await ActivityEnvironment().run(activities.notify_batch, [gone, after])
+    assert again == [refused, "already_sent"]
+    assert smtp_server.refusals == ["gone@alma.example"]
+    assert len(smtp_server.messages) == 1
+
+
+async def test_a_refusal_for_now_is_still_retried(
+    smtp_server: Any, make_activities: Callable[[str | None], CaseActivities], store: CaseStore
+) -> None:
+    activities = make_activities(smtp_server.url)
+    req = request(MessageTemplate.OPENED)
+    smtp_server.refuse_always(CONTACT, "451 4.3.0 Try again later")
+
+    with pytest.raises(Exception, match="451"):
+        await notify(activities, req)
+    entry = await store.outbox_entry(req.key)
+    assert entry is not None and entry.undelivered_at is None and "451" in (entry.last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (aiosmtplib.SMTPRecipientRefused(550, "no such user", "a@x"), True),
+        (aiosmtplib.SMTPRecipientRefused(452, "mailbox full", "a@x"), False),
+        (aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(553, "no", "a")]), True),
+        (aiosmtplib.SMTPDataError(554, "content rejected"), True),
+        (aiosmtplib.SMTPDataError(451, "local error"), False),
+        (aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server"), True),
+        # The worker's own configuration, the same for every message: retried until fixed.
+        (aiosmtplib.SMTPSenderRefused(550, "sender rejected", "s@x"), False),
+        (aiosmtplib.SMTPAuthenticationError(535, "bad credentials"), False),
+        # Outages.
+        (aiosmtplib.SMTPServerDisconnected("gone"), False),
+        (aiosmtplib.SMTPConnectError("refused"), False),
+        (aiosmtplib.SMTPReadTimeoutError("timed out"), False),
+    ],
+)
+def test_which_answers_refuse_a_message_for_good(error: Exception, permanent: bool) -> None:
+    assert (permanent_refusal(error) is not None) is permanent
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        "=?utf-8?q?a=40x.example=2C?=c@z.example",  # decodes to two addresses
+        "a@x.example,b",  # a list
+        "friends:a@x.example;",  # a group
+    ],
+)
+async def test_a_message_goes_to_exactly_one_mailbox(
+    contact: str,
+    smtp_server: Any,
+    make_activities: Callable[[str | None], CaseActivities],
+    store: CaseStore,
+) -> None:
+    """A contact recorded before the open-time rule: never sent to several addresses."""
+    activities = make_activities(smtp_server.url)
+    req = request(MessageTemplate.OPENED).model_copy(update={"contact_email": contact})
+
+    result = await notify(activities, req)
+
+    assert isinstance(result, UndeliveredMessage) and "one email address" in result.reason
+    assert smtp_server.messages == []
+
+
+async def test_the_one_recipient_is_passed_explicitly(
+    smtp_server: Any, make_activities: Callable[[str | None], CaseActivities]
+) -> None:
+    activities = make_activities(smtp_server.url)
+    req = request(MessageTemplate.OPENED).model_copy(
+        update={"contact_email": "Ann Reader <ann@alma.example>"}
+    )
+
+    assert await notify(activities, req) == "sent"
+
+    [received] = smtp_server.messages
+    assert received.rcpt_tos == [CONTACT]
+    assert received.message["To"].addresses[0].addr_spec == CONTACT
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        "=?utf-8?q?a=40x.example=2C?=c@z.example",
+        "a@x.example,b",
+        "friends:a@x.example;",
+    ],
+)
+def test_a_case_with_a_contact_of_several_addresses_is_refused_at_open(contact: str) -> None:
+    with pytest.raises(ValidationError, match=r"(?s)contact_email.*one email address"):
+        CaseInput(
+            case_number="M-1",
+            institution="Alma University",
+            product="Alma",
+            priority="normal",
+            title="Loans report shows wrong totals",
+            contact_email=contact,
+            opened_by=Actor(role="tier1", name="Tom One"),
+        )
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(contact=st.text(max_size=60) | st.emails().map(lambda e: f"=?x?{e}"))
+def test_any_contact_either_opens_or_is_refused_with_a_reason(contact: str) -> None:
+    """The start input is validated inside the workflow: anything but a validation error would
+    fail its workflow task."""
+    try:
+        case = CaseInput(
+            case_number="M-1",
+            institution="Alma University",
+            product="Alma",
+            priority="normal",
+            title="Loans report shows wrong totals",
+            contact_email=contact,
+            opened_by=Actor(role="tier1", name="Tom One"),
+        )
+    except ValidationError:
+        return
+    assert one_mailbox(case.contact_email).addr_spec
 
 
 # ---- message ids and SMTP settings ----------------------------------------------------------

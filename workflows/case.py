@@ -46,6 +46,7 @@ from workflows.contract import (
     Status,
     TierHandoff,
     TransitionRequest,
+    UndeliveredMessage,
 )
 from workflows.lifecycle import CarriedState, CaseState, Due, Rejection
 from workflows.payloads import Malformed, decode_object, excerpt, explain
@@ -252,7 +253,7 @@ class SupportCase:
             self._effects.popleft()
 
     async def _execute(self, options: EffectOptions, batch: list[Effect]) -> None:
-        await workflow.execute_activity(
+        result = await workflow.execute_activity(
             options.activity,
             batch if options.batch > 1 else batch[0],
             start_to_close_timeout=options.start_to_close,
@@ -260,6 +261,17 @@ class SupportCase:
             retry_policy=options.retry,
             summary=summarize(batch),
         )
+        self._note_undelivered(result)
+
+    def _note_undelivered(self, result: object) -> None:
+        """Keep the messages the mail server refused for good (notify answers them as objects)
+        in the state; shown in the snapshot and the UI's details. No command: a history whose
+        activities answered only words replays unchanged."""
+        refused = undelivered_in(result)
+        if not refused:
+            return
+        self._state = lifecycle.record_undelivered(self._state, refused)
+        workflow.set_current_details(lifecycle.details_markdown(self._state))
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -359,7 +371,7 @@ class SupportCase:
 
     def _accept(self, name: str, event: Event) -> None:
         if lifecycle.is_duplicate(self._state, getattr(event, "event_id", None)):
-            workflow.logger.info("duplicate event ignored", extra={"event": name})
+            workflow.logger.info("duplicate event ignored", extra={"event_name": name})
             return
         self._commit(self._decide(event))
 
@@ -403,7 +415,7 @@ class SupportCase:
         metrics.rejected(reason, name)
         self._changed = True
         workflow.logger.warning(
-            "event rejected", extra={"event": name, "reason": reason, "detail": entry.message}
+            "event rejected", extra={"event_name": name, "reason": reason, "detail": entry.message}
         )
 
     # ---- what ops see -------------------------------------------------------------------------
@@ -432,6 +444,17 @@ def _asked(name: str, event: BaseModel) -> str:
     if isinstance(event, ApplyPolicy):
         return f"policy change by {event.actor.role}"
     return name
+
+
+def undelivered_in(result: object) -> list[UndeliveredMessage]:
+    """The refusals among a notify activity's answers (one answer, or a list for a batch)."""
+    answers = result if isinstance(result, list) else [result]
+    refused = []
+    for answer in answers:
+        if isinstance(answer, dict) and "reason" in answer:
+            with contextlib.suppress(ValidationError):
+                refused.append(UndeliveredMessage.model_validate(answer))
+    return refused
 
 
 def take(effects: Sequence[Effect], count: int, limit: int) -> list[Effect]:

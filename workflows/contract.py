@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from workflows.calendar import LONGEST_SPAN, SHORTEST_SPAN, Span, SpanField
+from workflows.mailbox import one_mailbox
 
 TASK_QUEUE = "support-cases"
 CASE_WORKFLOW = "SupportCase"
@@ -101,6 +102,16 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 Email = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
 ]
+
+
+def _one_mailbox(value: str) -> str:
+    # Each message has exactly one recipient: a list, a group or an encoded-word is refused here.
+    one_mailbox(value)
+    return value
+
+
+# The contact: one mailbox (workflows.mailbox), as the notify activity will parse it.
+ContactEmail = Annotated[Email, AfterValidator(_one_mailbox)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 Note = Annotated[str, StringConstraints(max_length=2_000)]
 # A signed token vouching for the event's actor (workflows/trust.py; README "Trust model").
@@ -198,7 +209,7 @@ class CaseInput(Wire):
     product: Name
     priority: Priority
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-    contact_email: Email
+    contact_email: ContactEmail
     affects_multiple_institutions: bool = False
     references: CaseNumber | None = None
     opened_by: Actor
@@ -323,6 +334,15 @@ class RejectedEvent(BaseModel):
     excerpt: str | None = None  # the first bytes of the payload, for a malformed one
 
 
+class UndeliveredMessage(BaseModel):
+    """A message the mail server refused for good (a 5xx answer, an address it cannot take):
+    marked undelivered in the outbox with the server's answer; the case's other mail goes on."""
+
+    key: str  # the message's idempotency key (its Message-ID)
+    template: str
+    reason: str  # the server's answer, bounded (lifecycle.UNDELIVERED_REASON_BYTES)
+
+
 class Snapshot(BaseModel):
     case_number: str
     status: Status
@@ -343,6 +363,7 @@ class Snapshot(BaseModel):
     closed_at: Instant | None = None
     references: str | None = None
     policy_changes: list[PolicyChange] = Field(default_factory=list)
+    undelivered: list[UndeliveredMessage] = Field(default_factory=list)
 
 
 # ---- activity inputs: the effects the core asks for -------------------------------------------

@@ -49,6 +49,7 @@ from workflows.contract import (
     Status,
     TierHandoff,
     TransitionRequest,
+    UndeliveredMessage,
     case_workflow_id,
 )
 
@@ -71,6 +72,10 @@ EDITION = 2
 # deadline's own instant, so the guide's chain keeps exact instants. Later (no worker ran), the
 # next stay counts from when the case really entered it.
 ON_TIME = timedelta(seconds=10)
+# Messages the mail server refused for good: the last few, each reason cut to a byte bound, so
+# the tail stays under UNDELIVERED_TAIL * (key + template + reason) bytes; the outbox keeps all.
+UNDELIVERED_TAIL = 10
+UNDELIVERED_REASON_BYTES = 300
 
 
 class Via(StrEnum):
@@ -124,6 +129,7 @@ class CaseState(BaseModel):
     rejected: list[RejectedEvent] = Field(default_factory=list)
     recent: list[str] = Field(default_factory=list)  # one line per accepted event, for the UI
     seen_event_ids: list[str] = Field(default_factory=list)
+    undelivered: list[UndeliveredMessage] = Field(default_factory=list)
 
 
 class CarriedState(BaseModel):
@@ -684,6 +690,33 @@ def record_rejection(state: CaseState, rejected: RejectedEvent) -> CaseState:
     return state
 
 
+def record_undelivered(state: CaseState, refused: Iterable[UndeliveredMessage]) -> CaseState:
+    """Keep the messages the mail server refused for good in a bounded tail (once per key)."""
+    known = {u.key for u in state.undelivered}
+    new = [
+        UndeliveredMessage(
+            key=u.key[:200], template=u.template[:40], reason=_bounded_reason(u.reason)
+        )
+        for u in refused
+        if u.key not in known
+    ]
+    if not new:
+        return state
+    state = state.model_copy()
+    state.undelivered = [*state.undelivered, *new][-UNDELIVERED_TAIL:]
+    return state
+
+
+def _bounded_reason(reason: str) -> str:
+    # A mail server's answer is outside text: printable characters only, at most so many bytes,
+    # cut on a character boundary.
+    text = " ".join("".join(c if c.isprintable() else " " for c in reason).split())
+    data = text.encode("utf-8")
+    if len(data) <= UNDELIVERED_REASON_BYTES:
+        return text
+    return data[: UNDELIVERED_REASON_BYTES - 3].decode("utf-8", errors="ignore") + "…"
+
+
 def describe_rejection(state: CaseState, asked: str, rejection: Rejection) -> str:
     """The one-line error an update answers with: current status, what was asked, and why not."""
     return (
@@ -1039,6 +1072,7 @@ def snapshot(state: CaseState) -> Snapshot:
         closed_at=state.closed_at,
         references=c.references,
         policy_changes=state.policy_changes,
+        undelivered=state.undelivered,
     )
 
 
@@ -1065,6 +1099,12 @@ def details_markdown(state: CaseState) -> str:
         lines.append(
             f"- rejected events: {len(state.rejected)} "
             f"(last: {last.reason}: {_excerpt(last.message, 120)})"
+        )
+    if state.undelivered:
+        last_refused = state.undelivered[-1]
+        lines.append(
+            f"- undelivered email: {len(state.undelivered)} "
+            f"(last: {last_refused.template}: {_excerpt(last_refused.reason, 120)})"
         )
     lines += ["", "**Last events**", "", *[f"- {line}" for line in reversed(state.recent[-5:])]]
     return "\n".join(lines)

@@ -17,10 +17,23 @@ def transition(source: str | None, target: str) -> None:
     )
 
 
+# The event names a label may carry (the wire contract's signals and updates); any other name
+# (a signal name is whatever a sender chose) is counted as "unknown", so senders cannot grow the
+# metric's label set without bound.
+KNOWN_EVENTS = frozenset(
+    {"customer_reply", "tier_handoff", "transition", "release_shipped", "apply_policy"}
+)
+UNKNOWN_EVENT = "unknown"
+
+
+def event_label(event: str) -> str:
+    return event if event in KNOWN_EVENTS else UNKNOWN_EVENT
+
+
 def rejected(reason: str, event: str) -> None:
     meter = workflow.metric_meter()
     meter.create_counter(REJECTED, "Events a case refused, by reason").add(
-        1, {"reason": reason, "event": event}
+        1, {"reason": reason, "event": event_label(event)}
     )
 
 
