@@ -21,4 +21,10 @@ class CaseActivities(PersistActivities, NotifyActivities):
 
     def activities(self) -> list[Callable[..., Any]]:
         """What to pass to ``Worker(activities=...)``."""
-        return [self.persist, self.persist_batch, self.notify, self.notify_batch]
+        return [
+            self.persist,
+            self.persist_batch,
+            self.claim_case,
+            self.notify,
+            self.notify_batch,
+        ]

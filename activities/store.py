@@ -81,6 +81,8 @@ cases = Table(
     Column("case_references", String(64)),
     Column("seq", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The run that opened the number (``claim_case``): no other run may write or mail for it.
+    Column("opened_by_run", String(64)),
     Index("ix_cases_status", "status"),
 )
 
@@ -198,6 +200,17 @@ class CaseStore:
             add = self._insert(case_history).values(_history_row(persist.history))
             await conn.execute(add.on_conflict_do_nothing())
 
+    async def claim(self, case: CaseRecord, run_id: str) -> str | None:
+        """Record ``run_id`` as the run that opened ``case``'s number unless one did already;
+        the run that holds the number (None: a case opened before runs were recorded)."""
+        row = _case_row(case) | {"updated_at": datetime.now(UTC), "opened_by_run": run_id}
+        add = self._insert(cases).values(row).on_conflict_do_nothing()
+        query = select(cases.c.opened_by_run).where(cases.c.case_number == case.case_number)
+        async with self.engine.begin() as conn:
+            await conn.execute(add)
+            owner: str | None = (await conn.execute(query)).scalar_one()
+        return owner
+
     async def get_case(self, case_number: str) -> CaseRecord | None:
         async with self.engine.connect() as conn:
             result = await conn.execute(select(cases).where(cases.c.case_number == case_number))
@@ -289,6 +302,7 @@ def _case_record(row: Any) -> CaseRecord:
     data = dict(row)
     data["references"] = data.pop("case_references")
     data.pop("updated_at")
+    data.pop("opened_by_run", None)
     return CaseRecord.model_validate(data)
 
 

@@ -313,6 +313,14 @@ class Register(BaseModel):
 Effect = Annotated[Persist | Notify | Register, Field(discriminator="kind")]
 
 
+class ClaimCase(BaseModel):
+    """The first effect of the run that opens a case: the number becomes that run's for all
+    time (``run_id`` is the chain's first run); a later run of ``case-<n>`` is refused."""
+
+    case: CaseRecord
+    run_id: str
+
+
 # ---- releases -------------------------------------------------------------------------------
 
 

@@ -100,6 +100,9 @@ class CaseState(BaseModel):
     rejected: list[RejectedEvent] = Field(default_factory=list)
     recent: list[str] = Field(default_factory=list)  # one line per accepted event, for the UI
     seen_event_ids: list[str] = Field(default_factory=list)
+    # The chain's first run, set when a run opens the case: its effect keys carry it, so runs of
+    # a reused number never share a key (None in states carried from before: today's keys).
+    opened_by_run: str | None = None
 
 
 class CarriedState(BaseModel):
@@ -405,7 +408,7 @@ def timeline(state: CaseState, limit: int = 32) -> list[Deadline]:
 # ---- the reducer -----------------------------------------------------------------------------
 
 
-def open_case(case: CaseInput, now: datetime) -> Decision:
+def open_case(case: CaseInput, now: datetime, opened_by_run: str | None = None) -> Decision:
     if case.opened_by.role not in OPENERS:
         raise Rejection(
             "wrong_role", f"a case is opened by a customer or tier1, not {case.opened_by.role}"
@@ -417,6 +420,7 @@ def open_case(case: CaseInput, now: datetime) -> Decision:
         status=S.NEW,
         status_since=now,
         opened_at=now,
+        opened_by_run=opened_by_run,
     )
     effects: list[Effect] = []
     _record_change(state, None, S.NEW, case.opened_by, "case opened", now, effects)
@@ -681,7 +685,8 @@ def _remember(state: CaseState, now: datetime, line: str) -> None:
 
 
 def _key(state: CaseState, what: str) -> str:
-    return f"case-{state.case.case_number}:{state.seq}:{what}"
+    run = f"{state.opened_by_run}:" if state.opened_by_run else ""
+    return f"case-{state.case.case_number}:{run}{state.seq}:{what}"
 
 
 def _notify(

@@ -48,6 +48,7 @@ from workflows.contract import (
     Wire,
     release_workflow_id,
 )
+from workflows.integrity import carried_release_problem
 from workflows.payloads import Malformed, decode_object, explain
 
 RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
@@ -55,7 +56,8 @@ RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
 # Cases told per fan-out activity: its input (the case numbers) stays a few tens of kilobytes.
 BATCH = 1_000
 # Continue as new past this many events (each registration is one), well before Temporal's
-# own limits; the carried state holds only the cases not told yet.
+# own limits; the carried state holds only the cases not told yet. Read at each check, so an
+# unsandboxed test worker can lower it (it is no part of any input).
 HISTORY_BOUND = 5_000
 # A fan-out attempt that stops heartbeating for this long is retried (from its checkpoint).
 FAN_OUT_HEARTBEAT = timedelta(seconds=10)
@@ -87,7 +89,6 @@ class ReleaseState(BaseModel):
     registered: int = 0
     notified: int = 0
     skipped: int = 0  # told, but closed or gone (nothing to tell)
-    history_bound: int = HISTORY_BOUND  # a tuning knob, carried (tests set it low)
 
 
 class Carried(BaseModel):
@@ -104,6 +105,10 @@ class Release:
             data = _decode_start(start)
             if "carried" in data:
                 self._state = Carried.model_validate(data).carried
+                info = workflow.info()
+                self._start_error = carried_release_problem(
+                    info.workflow_id, info.continued_run_id, self._state.release_id
+                )
             else:
                 release = ReleaseInput.model_validate(data)
                 self._state = ReleaseState(release_id=release.release_id, ships_at=release.ships_at)
@@ -195,8 +200,7 @@ class Release:
     def _too_long(self) -> bool:
         info = workflow.info()
         return (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() > self._state.history_bound
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
         )
 
     async def _continue_as_new(self) -> None:

@@ -1,0 +1,29 @@
+"""Cases: which workflow run opened the case number (``opened_by_run``), so that a later start
+of ``case-<n>`` by another run is refused before it sends or writes anything.
+
+Revision ID: 0005
+Revises: 0002
+Create Date: 2026-11-30
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0005"
+down_revision: str | Sequence[str] | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("cases") as batch:
+        batch.add_column(sa.Column("opened_by_run", sa.String(64)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("cases") as batch:
+        batch.drop_column("opened_by_run")
