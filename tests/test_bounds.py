@@ -190,7 +190,7 @@ async def test_a_case_continues_as_new_in_its_worst_state(
             for _ in range(12):  # refused events grow the history past the bound
                 await handle.signal("transition", {"to": "Nowhere"})
 
-            async def continued() -> list[int]:
+            async def continued() -> list[bytes]:
                 while len(inputs := await continued_inputs(env.client, workflow_id)) < 3:
                     await asyncio.sleep(0.2)
                 return inputs
