@@ -25,6 +25,8 @@ class CaseActivities(PersistActivities, NotifyActivities):
             self.persist,
             self.persist_batch,
             self.claim_case,
+            self.release_backlog_add,
+            self.release_backlog_load,
             self.notify,
             self.notify_batch,
         ]

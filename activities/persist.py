@@ -7,7 +7,7 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.store import CaseStore
-from workflows.contract import ClaimCase, Persist
+from workflows.contract import BacklogChunk, ClaimCase, Persist
 
 
 class PersistActivities:
@@ -51,3 +51,15 @@ class PersistActivities:
             granted=owner == claim.run_id,
         )
         return owner or ""
+
+    @activity.defn(name="release_backlog_add")
+    async def release_backlog_add(self, chunk: BacklogChunk) -> None:
+        """Keep a chunk of a release's registrations in the store (a retry writes nothing new)."""
+        async with heartbeating():
+            await self.store.backlog_add(chunk.release_id, chunk.chunk, chunk.case_numbers)
+
+    @activity.defn(name="release_backlog_load")
+    async def release_backlog_load(self, chunk: BacklogChunk) -> BacklogChunk:
+        async with heartbeating():
+            numbers = await self.store.backlog(chunk.release_id, chunk.chunk)
+        return chunk.model_copy(update={"case_numbers": numbers})

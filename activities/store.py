@@ -125,6 +125,19 @@ outbox = Table(
 )
 
 
+# Registrations a release keeps out of its carried state: chunk by chunk, each written once
+# (a retried write is a no-op by its key), read back in order when the release tells its cases.
+release_backlog = Table(
+    "release_backlog",
+    metadata,
+    Column("release_id", String(64), nullable=False),
+    Column("chunk", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("case_number", String(64), nullable=False),
+    PrimaryKeyConstraint("release_id", "chunk", "position", name="pk_release_backlog"),
+)
+
+
 @dataclass(frozen=True)
 class OutboxMessage:
     """A message as first recorded; a retry sends exactly this, even if templates changed."""
@@ -226,6 +239,29 @@ class CaseStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_history_record(row) for row in rows]
+
+    # ---- release backlog --------------------------------------------------------------------
+
+    async def backlog_add(self, release_id: str, chunk: int, case_numbers: Sequence[str]) -> None:
+        rows = [
+            {"release_id": release_id, "chunk": chunk, "position": i, "case_number": n}
+            for i, n in enumerate(case_numbers)
+        ]
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            for start in range(0, len(rows), 5_000):  # within every driver's parameter limit
+                add = self._insert(release_backlog).values(rows[start : start + 5_000])
+                await conn.execute(add.on_conflict_do_nothing())
+
+    async def backlog(self, release_id: str, chunk: int) -> list[str]:
+        query = (
+            select(release_backlog.c.case_number)
+            .where(release_backlog.c.release_id == release_id, release_backlog.c.chunk == chunk)
+            .order_by(release_backlog.c.position)
+        )
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     # ---- outbox -----------------------------------------------------------------------------
 

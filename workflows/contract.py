@@ -354,6 +354,15 @@ class FanOut(BaseModel):
     case_numbers: list[str]
 
 
+class BacklogChunk(BaseModel):
+    """Registrations a release keeps in the case store rather than in its carried state: chunk
+    ``chunk`` of the release's backlog, in registration order."""
+
+    release_id: str
+    chunk: int
+    case_numbers: list[str] = Field(default_factory=list)
+
+
 class FanOutResult(BaseModel):
     signalled: int
     skipped: int  # closed or unknown cases: moved on, nothing to tell
