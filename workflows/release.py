@@ -158,10 +158,8 @@ class Release:
                 lambda: bool(self._state.pending) or self._too_long() or self._backlog_left()
             )
             if self._too_long():
-                await self._continue_as_new()
-            if self._over_budget():
-                await self._spill()
-            elif not self._state.pending:
+                await self._continue_as_new()  # keeps what is over the budget in the store
+            if not self._state.pending:
                 await self._load()
             else:
                 await self._fan_out_next_batch()
