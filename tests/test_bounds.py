@@ -214,3 +214,101 @@ async def test_a_case_continues_as_new_in_its_worst_state(
                 failures.append(event)
     assert failures == []
     print(f"continued-as-new inputs: {[s // 1024 for s in sizes]} KiB")
+
+
+def comments_over_budget(state: CaseState) -> list[Effect]:
+    """Plain customer comments (10,000 characters each), a few more than the budget holds."""
+    effects: list[Effect] = []
+    while bounds.effects_bytes(effects) <= bounds.EFFECT_BYTES + 20_000:
+        effects.append(
+            Notify(
+                key=f"case-{state.case.case_number}:hold:{len(effects)}:notify:customer_comment",
+                template=MessageTemplate.CUSTOMER_COMMENT,
+                recipient="support",
+                contact_email=state.case.contact_email,
+                case_number=state.case.case_number,
+                facts={"title": "Loans report", "status": str(state.status), "text": "x" * 10_000},
+            )
+        )
+    return effects
+
+
+@pytest.mark.parametrize("worker_settings", [False], indirect=True)
+async def test_effects_over_their_budget_hold_the_continue_as_new_until_they_drain(
+    env: Any,
+    worker_settings: Any,
+    unique: Any,
+    unused_port: int,
+    smtp_sinks: Any,
+    monkeypatch: Any,
+) -> None:
+    """The mail server is down with more comments pending than a run may carry: past its
+    history bound the case does not continue as new (nothing is dropped); once the server is
+    back and the comments drain under the budget, it does, carrying only what is left."""
+    monkeypatch.setattr(case_module, "HISTORY_BOUND", 10)
+    monkeypatch.setattr(case_module, "DRAIN_WAIT", timedelta(seconds=1))
+    settings = worker_settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{unused_port}"})
+    number = unique("HOLD")
+    state = CaseState(
+        case=CaseInput(
+            case_number=number,
+            institution="Alma University",
+            product="Alma",
+            priority="normal",
+            title="Loans report",
+            contact_email="ann@alma.example",
+            opened_by=Actor(role="customer", name="Ann", institution="Alma University"),
+        ),
+        policy=CaseState.model_fields["policy"].annotation(),  # type: ignore[misc]
+        status=Status.TIER1_ANALYSIS,
+        status_since=NOW,
+        opened_at=NOW,
+        seq=5,
+    )
+    effects = comments_over_budget(state)
+    assert not bounds.effects_fit(effects)
+    workflow_id = case_workflow_id(number)
+    await upgrade(settings.database_url)
+    store = CaseStore(settings.database_url)
+    try:
+        async with build_worker(env.client, settings, store):
+            seed = CarriedState(carried=state, effects=effects)
+            await start_continued(
+                env.client, CASE_WORKFLOW, settings.task_queue, [(workflow_id, seed)]
+            )
+            handle = env.client.get_workflow_handle(workflow_id)
+            for _ in range(12):  # refused events grow the history past the bound
+                await handle.signal("transition", {"to": "Nowhere"})
+
+            async def notify_failed_twice() -> None:
+                while True:
+                    desc = await handle.describe()
+                    if any(a.attempt >= 2 for a in desc.raw_description.pending_activities):
+                        return
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(notify_failed_twice(), 60)
+            held = await continued_inputs(env.client, workflow_id)
+            sink = smtp_sinks(unused_port)  # the mail server is back
+
+            async def continued() -> list[bytes]:
+                while len(inputs := await continued_inputs(env.client, workflow_id)) < 3:
+                    await asyncio.sleep(0.2)
+                return inputs
+
+            inputs = await asyncio.wait_for(continued(), 90)
+
+            async def all_sent() -> None:
+                while len(sink.messages) < len(effects):
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(all_sent(), 90)
+            await handle.terminate("test over")
+    finally:
+        await store.dispose()
+    # Past the bound, the mail server down past the drain wait: still the seeded run.
+    assert len(held) == 2, "continued as new while its effects exceeded their budget"
+    carried = CarriedState.model_validate_json(inputs[2])
+    assert bounds.effects_fit(carried.effects) and len(carried.effects) < len(effects)
+    keys = [str(m.message["Message-ID"]) for m in sink.messages]
+    assert len(keys) == len(set(keys)) == len(effects), "each comment mailed once"
