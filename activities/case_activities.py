@@ -27,6 +27,9 @@ class CaseActivities(PersistActivities, NotifyActivities, PolicyActivities):
         return [
             self.persist,
             self.persist_batch,
+            self.claim_case,
+            self.release_backlog_add,
+            self.release_backlog_load,
             self.notify,
             self.notify_batch,
             self.policy_settings,

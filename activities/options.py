@@ -46,6 +46,10 @@ HEARTBEAT_EVERY = timedelta(seconds=2)
 POLICY_SETTINGS = "policy_settings"
 POLICY_SETTINGS_TIMEOUT = timedelta(seconds=10)
 
+CLAIM = "claim_case"
+CLAIM_TIMEOUT = PERSIST_TIMEOUT
+CLAIM_RETRY = PERSIST_RETRY  # the number must be claimed before anything else: wait for the store
+
 REGISTER = "register_with_release"
 REGISTER_TIMEOUT = timedelta(seconds=30)
 REGISTER_RETRY = PERSIST_RETRY  # a call to the Temporal server: short blips, retried for good

@@ -7,7 +7,7 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.store import CaseStore
-from workflows.contract import Persist
+from workflows.contract import BacklogChunk, ClaimCase, Persist
 
 
 class PersistActivities:
@@ -37,3 +37,29 @@ class PersistActivities:
             keys=[r.key for r in requests],
             count=len(requests),
         )
+
+    @activity.defn(name="claim_case")
+    async def claim_case(self, claim: ClaimCase) -> str:
+        """Claim the case number for the run that opens it; the run that holds it (this one,
+        retried or not, or another: then the caller refuses to run; "" an unrecorded one)."""
+        async with heartbeating():
+            owner = await self.store.claim(claim.case, claim.run_id)
+        structlog.get_logger().info(
+            "case.claim",
+            case_number=claim.case.case_number,
+            run_id=claim.run_id,
+            granted=owner == claim.run_id,
+        )
+        return owner or ""
+
+    @activity.defn(name="release_backlog_add")
+    async def release_backlog_add(self, chunk: BacklogChunk) -> None:
+        """Keep a chunk of a release's registrations in the store (a retry writes nothing new)."""
+        async with heartbeating():
+            await self.store.backlog_add(chunk.release_id, chunk.chunk, chunk.case_numbers)
+
+    @activity.defn(name="release_backlog_load")
+    async def release_backlog_load(self, chunk: BacklogChunk) -> BacklogChunk:
+        async with heartbeating():
+            numbers = await self.store.backlog(chunk.release_id, chunk.chunk)
+        return chunk.model_copy(update={"case_numbers": numbers})

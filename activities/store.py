@@ -89,6 +89,8 @@ cases = Table(
     Column("case_references", String(64)),
     Column("seq", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # The run that opened the number (``claim_case``): no other run may write or mail for it.
+    Column("opened_by_run", String(64)),
     Index("ix_cases_status", "status"),
     # The report's (migration 0003): deadlines ahead, the backlog.
     Index("ix_cases_status_since", "status", "status_since"),
@@ -157,6 +159,19 @@ outbox = Table(
     Column("undelivered_reason", Text),
     Index("ix_outbox_case_number", "case_number"),
     Index("ix_outbox_created_at", "created_at"),  # the report's (migration 0003)
+)
+
+
+# Registrations a release keeps out of its carried state: chunk by chunk, each written once
+# (a retried write is a no-op by its key), read back in order when the release tells its cases.
+release_backlog = Table(
+    "release_backlog",
+    metadata,
+    Column("release_id", String(64), nullable=False),
+    Column("chunk", Integer, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("case_number", String(64), nullable=False),
+    PrimaryKeyConstraint("release_id", "chunk", "position", name="pk_release_backlog"),
 )
 
 
@@ -240,6 +255,17 @@ class CaseStore:
             change = self._insert(policy_changes).values(_policy_row(persist.policy_change))
             await conn.execute(change.on_conflict_do_nothing())
 
+    async def claim(self, case: CaseRecord, run_id: str) -> str | None:
+        """Record ``run_id`` as the run that opened ``case``'s number unless one did already;
+        the run that holds the number (None: a case opened before runs were recorded)."""
+        row = _case_row(case) | {"updated_at": datetime.now(UTC), "opened_by_run": run_id}
+        add = self._insert(cases).values(row).on_conflict_do_nothing()
+        query = select(cases.c.opened_by_run).where(cases.c.case_number == case.case_number)
+        async with self.engine.begin() as conn:
+            await conn.execute(add)
+            owner: str | None = (await conn.execute(query)).scalar_one()
+        return owner
+
     async def get_case(self, case_number: str) -> CaseRecord | None:
         async with self.engine.connect() as conn:
             result = await conn.execute(select(cases).where(cases.c.case_number == case_number))
@@ -265,6 +291,29 @@ class CaseStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_policy_record(row) for row in rows]
+
+    # ---- release backlog --------------------------------------------------------------------
+
+    async def backlog_add(self, release_id: str, chunk: int, case_numbers: Sequence[str]) -> None:
+        rows = [
+            {"release_id": release_id, "chunk": chunk, "position": i, "case_number": n}
+            for i, n in enumerate(case_numbers)
+        ]
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            for start in range(0, len(rows), 5_000):  # within every driver's parameter limit
+                add = self._insert(release_backlog).values(rows[start : start + 5_000])
+                await conn.execute(add.on_conflict_do_nothing())
+
+    async def backlog(self, release_id: str, chunk: int) -> list[str]:
+        query = (
+            select(release_backlog.c.case_number)
+            .where(release_backlog.c.release_id == release_id, release_backlog.c.chunk == chunk)
+            .order_by(release_backlog.c.position)
+        )
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
 
     # ---- outbox -----------------------------------------------------------------------------
 
@@ -355,6 +404,7 @@ def _case_record(row: Any) -> CaseRecord:
     data = dict(row)
     data["references"] = data.pop("case_references")
     data.pop("updated_at")
+    data.pop("opened_by_run", None)
     return CaseRecord.model_validate(data)
 
 

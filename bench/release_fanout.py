@@ -43,7 +43,6 @@ from typing import Any
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy
 
 from bench import bare
 from bench.common import (
@@ -57,6 +56,7 @@ from bench.common import (
     write_results,
 )
 from starter.client import CaseClient, case_query
+from tests.seed import start_continued
 from workflows import lifecycle
 from workflows.case import CarriedState
 from workflows.contract import (
@@ -74,7 +74,7 @@ from workflows.contract import (
     case_workflow_id,
     release_workflow_id,
 )
-from workflows.release import RELEASE_PRIORITY, Carried, ReleaseState
+from workflows.release import Carried, ReleaseState
 
 CUSTOMER = Actor(role="customer", name="Ann Reader", institution="Alma University")
 TIER1 = Actor(role="tier1", name="Tom One")
@@ -144,25 +144,17 @@ async def seed(
     now = datetime.now(UTC)
     started = time.monotonic()
     if not registers:
+        # Carried state is taken only from a continue-as-new of the workflow's own (a run
+        # continued from a seed run: ``tests/seed.py``).
         carried = ReleaseState(release_id=release_id, pending=numbers, registered=len(numbers))
-        await client.start_workflow(
-            RELEASE_WORKFLOW,
-            Carried(carried=carried),
-            id=release_workflow_id(release_id),
-            task_queue=task_queue,
-            priority=RELEASE_PRIORITY,  # as the project starts it
-        )
+        seed = [(release_workflow_id(release_id), Carried(carried=carried))]
+        await start_continued(client, RELEASE_WORKFLOW, task_queue, seed)
 
-    async def start(number: str) -> None:
-        await client.start_workflow(
-            CASE_WORKFLOW,
-            pending_release(number, release_id, now, registers=registers),
-            id=case_workflow_id(number),
-            task_queue=task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )
-
-    await bounded(concurrency, (start(n) for n in numbers))
+    cases = [
+        (case_workflow_id(n), pending_release(n, release_id, now, registers=registers))
+        for n in numbers
+    ]
+    await start_continued(client, CASE_WORKFLOW, task_queue, cases, concurrency=concurrency)
 
     async def registered() -> bool:
         status = await release_status(client, release_id)
@@ -286,13 +278,8 @@ async def release_to_bare(
     numbers = [f"B{run}-{i:05d}" for i in range(count)]
     await start_waiters(client, bare_q, [case_workflow_id(n) for n in numbers])
     carried = ReleaseState(release_id=release_id, pending=numbers, registered=count)
-    await client.start_workflow(
-        RELEASE_WORKFLOW,
-        Carried(carried=carried),
-        id=release_workflow_id(release_id),
-        task_queue=engine_q,
-        priority=RELEASE_PRIORITY,
-    )
+    seed = [(release_workflow_id(release_id), Carried(carried=carried))]
+    await start_continued(client, RELEASE_WORKFLOW, engine_q, seed)
     delivered, status = await ship(client, release_id, count, timeout)
     return {"delivered_s": delivered, "notified": status.cases_notified}
 

@@ -250,12 +250,17 @@ class CaseClient:
         try:
             return await self._start_case(case, values)
         except WorkflowAlreadyStartedError:
-            raise CaseRejected(
-                f"case {case.case_number} exists already (workflow "
-                f"{case_workflow_id(case.case_number)}); a recurrence is a new case "
-                "that references it",
-                "duplicate",
-            ) from None
+            raise CaseRejected(await self._exists(case.case_number), "duplicate") from None
+
+    async def _exists(self, case_number: str) -> str:
+        """Why a case number cannot be opened again: it names one case for all time."""
+        try:
+            desc = await self.client.get_workflow_handle(case_workflow_id(case_number)).describe()
+            closed = desc.close_time
+        except RPCError:
+            closed = None  # gone from the server's retention: still the first case's number
+        when = f"closed on {closed:%Y-%m-%d}" if closed else "open"
+        return f"case {case_number} exists ({when}); open a new case that references it"
 
     async def _start_case(self, case: CaseInput, values: dict[str, object]) -> WorkflowHandle:
         return await self.client.start_workflow(

@@ -10,12 +10,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from starter.client import CaseClient
 from tests.conftest import Inbox
 from tests.scenario import CUSTOMER, TIER1, TIER2
+from tests.seed import start_continued
 from workflows import lifecycle
 from workflows.case import CarriedState
 from workflows.contract import (
@@ -80,19 +80,8 @@ async def seed_pending_release(
 ) -> None:
     """Start many cases already in Pending Release (one workflow start each instead of six
     events), each registering with the release by its own activity, as a real one does."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def start(number: str) -> None:
-        async with gate:
-            await client.start_workflow(
-                CASE_WORKFLOW,
-                pending_release_state(number, release_id),
-                id=case_workflow_id(number),
-                task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            )
-
-    await asyncio.gather(*(start(n) for n in case_numbers))
+    seeds = [(case_workflow_id(n), pending_release_state(n, release_id)) for n in case_numbers]
+    await start_continued(client, CASE_WORKFLOW, task_queue, seeds, concurrency=concurrency)
 
 
 def release_handle(client: Client, release_id: str) -> WorkflowHandle[Any, Any]:
@@ -238,12 +227,11 @@ async def start_release_carrying(
     """A release as a run continued from an earlier one starts: with these cases registered
     and not told yet (thousands of registrations without thousands of signals)."""
     carried = ReleaseState(release_id=release_id, pending=pending, registered=len(pending), **state)
-    return await client.start_workflow(
-        RELEASE_WORKFLOW,
-        Carried(carried=carried),
-        id=release_workflow_id(release_id),
-        task_queue=task_queue,
+    workflow_id = release_workflow_id(release_id)
+    await start_continued(
+        client, RELEASE_WORKFLOW, task_queue, [(workflow_id, Carried(carried=carried))]
     )
+    return client.get_workflow_handle(workflow_id)
 
 
 async def deliveries(

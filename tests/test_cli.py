@@ -9,7 +9,7 @@ import os
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +294,28 @@ def test_show_prints_when_a_late_deadline_was_due(
     render_snapshot(snap)
     row = next(line for line in capsys.readouterr().out.splitlines() if "→ Closing" in line)
     assert "2027-01-18 09:00:00 UTC (due 2026-12-29 09:00:00 UTC)" in row
+
+
+async def test_a_case_number_is_opened_once_for_all_time(
+    cli: Cli, unique: Callable[[str], str]
+) -> None:
+    number = unique("ONCE")
+    base = ["--institution", "Alma University", "--product", "Alma", "--title", "t"]
+    await cli("open", number, *base, "--contact", "ann@alma.example", "--as", "tier1")
+    again = await cli("open", number, *base, "--contact", "bob@alma.example", expect=1)
+    assert f"case {number} exists (open); open a new case that references it" in again.stderr
+    await cli("transition", number, "Tier 1 Analysis")
+    await cli("transition", number, "Closing")
+    await cli("transition", number, "Closed", "--as", "customer")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    answer = ""
+
+    async def refused_as_closed() -> bool:
+        nonlocal answer
+        reused = await cli("open", number, *base, "--contact", "eve@evil.example", expect=1)
+        answer = reused.stderr
+        return "closed on" in answer
+
+    await eventually(refused_as_closed)
+    assert "rejected (duplicate)" in answer
+    assert f"case {number} exists (closed on {today}); open a new case that references it" in answer

@@ -196,7 +196,16 @@ def test_the_worker_registers_the_activities_by_their_wire_names(
         for fn in make_activities(None).activities()
     }
     # The single ones stay for runs of cases started before effects ran in batches.
-    assert names == {"persist", "notify", "persist_batch", "notify_batch", "policy_settings"}
+    assert names == {
+        "persist",
+        "notify",
+        "persist_batch",
+        "notify_batch",
+        "claim_case",
+        "release_backlog_add",
+        "release_backlog_load",
+        "policy_settings",
+    }
 
 
 async def test_a_batch_cut_by_a_mail_server_failure_sends_each_message_once_on_retry(

@@ -119,7 +119,7 @@ async def test_migrations_build_the_schema_on_an_empty_database(backend: Backend
             tables, version, drift = await conn.run_sync(_schema_report)
     finally:
         await engine.dispose()
-    assert {"cases", "case_history", "outbox", "alembic_version"} <= tables
+    assert {"cases", "case_history", "outbox", "release_backlog", "alembic_version"} <= tables
     # The newest migration (ids are re-chained as branches merge, so not a literal here).
     assert version == ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     # The tables the store writes through are exactly the ones the migrations create.
@@ -312,3 +312,27 @@ async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> No
     finally:
         await engine.dispose()
     assert (mode, timeout) == ("wal", 10_000)
+
+
+async def test_a_case_number_is_claimed_by_the_run_that_opened_it(store: CaseStore) -> None:
+    number = case_number()
+    first = write(number, 1)
+    assert await store.claim(first.case, "run-a") == "run-a"
+    assert await store.claim(first.case, "run-a") == "run-a"  # a retry: still granted
+    assert await store.claim(first.case, "run-b") == "run-a"  # another run: refused
+    await store.save_case(write(number, 2))
+    assert await store.claim(first.case, "run-b") == "run-a"  # persists keep the owner
+    stored = await store.get_case(number)
+    assert stored is not None and stored.seq == 2
+
+
+async def test_a_release_backlog_reads_back_in_order_and_a_retried_write_adds_nothing(
+    store: CaseStore,
+) -> None:
+    release = case_number()
+    await store.backlog_add(release, 0, ["c", "a", "b"])
+    await store.backlog_add(release, 0, ["c", "a", "b"])  # the activity retried
+    await store.backlog_add(release, 1, ["d"])
+    assert await store.backlog(release, 0) == ["c", "a", "b"]
+    assert await store.backlog(release, 1) == ["d"]
+    assert await store.backlog(release, 2) == []

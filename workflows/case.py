@@ -23,17 +23,21 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 from activities.options import (
     BATCH_BYTES,
+    CLAIM,
+    CLAIM_RETRY,
+    CLAIM_TIMEOUT,
     EFFECT_LANES,
     EFFECT_OPTIONS,
     POLICY_SETTINGS,
     POLICY_SETTINGS_TIMEOUT,
     EffectOptions,
 )
-from workflows import lifecycle, metrics, search, trust
+from workflows import bounds, integrity, lifecycle, metrics, search, trust
 from workflows.contract import (
     CASE_WORKFLOW,
     ApplyPolicy,
     CaseInput,
+    ClaimCase,
     CustomerReply,
     Deadline,
     Effect,
@@ -84,6 +88,7 @@ class SupportCase:
         self._start_error: str | None = None
         self._opened_now = False  # this run opened the case (not a continued run)
         self._parked: Deadline | None = None  # a deadline the core failed on; waits for an event
+        self._integrity = False  # the run claims its number and bounds its carried state
         # Search attributes and details are published once per activation, not once per event:
         # a flood of a thousand signals in one activation must stay one cheap workflow task.
         self._changed = True
@@ -95,17 +100,28 @@ class SupportCase:
             # effects not yet done) is routinely bigger than any event: the event limit applied
             # to it failed the next run of every case whose state outgrew 64 KiB, for good.
             data = decode_object([start], "start input", limit=None)
+            info = workflow.info()
             if "carried" in data:
                 carried = CarriedState.model_validate(data)
+                self._start_error = integrity.carried_case_problem(
+                    info.workflow_id, info.continued_run_id, carried.carried.case.case_number
+                )
                 self._state = carried.carried
                 self._effects.extend(carried.effects)
                 if self._state.edition < lifecycle.EDITION and workflow.patched(EDITION_PATCH):
                     self._state = self._state.model_copy(update={"edition": lifecycle.EDITION})
             else:
                 decode_object([start], "start input")  # a new case: the event size limit
+                case = CaseInput.model_validate(data)
+                self._start_error = integrity.new_case_problem(info.workflow_id, case.case_number)
+                opener = info.first_execution_run_id or info.run_id
                 edition = lifecycle.EDITION if workflow.patched(EDITION_PATCH) else 1
                 decision = lifecycle.open_case(
-                    CaseInput.model_validate(data), workflow.now(), edition, senders=self._senders
+                    case,
+                    workflow.now(),
+                    edition,
+                    senders=self._senders,
+                    opened_by_run=opener,
                 )
                 self._opened_now = True
                 self._state = decision.state
@@ -114,6 +130,8 @@ class SupportCase:
             self._start_error = explain(err)
         except Exception as err:  # a bug of the core: the start fails with it, never the task
             self._start_error = f"the case could not open: {err!r}"[:1_000]
+        if self._start_error is not None:
+            self._effects.clear()  # a refused start runs no effect
 
     @workflow.run
     async def run(self, start: RawValue) -> Snapshot:
@@ -123,6 +141,9 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             )
+        self._integrity = workflow.patched(integrity.INTEGRITY_PATCH)
+        if self._opened_now and self._integrity:
+            await self._claim_case_number()
         if self._opened_now and self._state.edition >= 2:
             await self._resolve_policy()
         if self._opened_now:
@@ -130,15 +151,36 @@ class SupportCase:
         pump = asyncio.create_task(
             self._run_lanes() if workflow.patched(EFFECT_LANES_PATCH) else self._run_in_order()
         )
-        while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
-            await self._sleep_until_next_deadline()
-        self._publish_if_changed()
-        if self._state.status is Status.CLOSED:
-            await workflow.wait_condition(lambda: not self._effects and not self._running)
-            pump.cancel()
-            return lifecycle.snapshot(self._state)
-        await self._continue_as_new(pump)
-        raise AssertionError("unreachable: continue_as_new does not return")
+        while True:
+            while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
+                await self._sleep_until_next_deadline()
+            self._publish_if_changed()
+            if self._state.status is Status.CLOSED:
+                await workflow.wait_condition(lambda: not self._effects and not self._running)
+                pump.cancel()
+                return lifecycle.snapshot(self._state)
+            await self._continue_as_new(pump)  # returns only while the effects do not fit
+
+    async def _claim_case_number(self) -> None:
+        """The first effect of an opening run: the number is this run's, or the run fails
+        before any other effect (a reused number must not mail or overwrite the first case)."""
+        run_id = self._state.opened_by_run
+        assert run_id is not None
+        owner = await workflow.execute_activity(
+            CLAIM,
+            ClaimCase(case=lifecycle.case_record(self._state), run_id=run_id),
+            result_type=str,
+            start_to_close_timeout=CLAIM_TIMEOUT,
+            retry_policy=CLAIM_RETRY,
+            summary=f"claim case number {self._state.case.case_number}",
+        )
+        if owner != run_id:
+            self._effects.clear()
+            raise ApplicationError(
+                integrity.number_taken(self._state.case.case_number, owner),
+                type="CaseNumberTaken",
+                non_retryable=True,
+            )
 
     async def _resolve_policy(self) -> None:
         """The worker's default policy and bounds, read once and kept in history: a changed
@@ -200,9 +242,12 @@ class SupportCase:
 
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
-        return (
+        due = (
             info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
         )
+        # Pending effects over their byte budget hold the continue-as-new until they drain: the
+        # run keeps taking events and deadlines, and nothing is dropped.
+        return due and (not self._integrity or bounds.effects_fit(self._effects))
 
     async def _continue_as_new(self, pump: asyncio.Task[None]) -> None:
         # Let the activities in flight finish, so the next run does not start the same effects
@@ -211,8 +256,12 @@ class SupportCase:
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: not self._running, timeout=DRAIN_WAIT)
         await workflow.wait_condition(workflow.all_handlers_finished)
+        if self._integrity and not bounds.effects_fit(self._effects):
+            self._draining = False  # events during the drain added more than fits: go on
+            return
         pump.cancel()
-        workflow.continue_as_new(CarriedState(carried=self._state, effects=list(self._effects)))
+        state = bounds.fit_state(self._state) if self._integrity else self._state
+        workflow.continue_as_new(CarriedState(carried=state, effects=list(self._effects)))
 
     # ---- effects ------------------------------------------------------------------------------
 
@@ -405,7 +454,7 @@ class SupportCase:
     ) -> None:
         entry = RejectedEvent(
             at=workflow.now(),
-            event=name,
+            event=name[:100],
             reason=reason,
             message=message[:1_000],
             event_id=getattr(event, "event_id", None),

@@ -444,6 +444,14 @@ class Register(BaseModel):
 Effect = Annotated[Persist | Notify | Register, Field(discriminator="kind")]
 
 
+class ClaimCase(BaseModel):
+    """The first effect of the run that opens a case: the number becomes that run's for all
+    time (``run_id`` is the chain's first run); a later run of ``case-<n>`` is refused."""
+
+    case: CaseRecord
+    run_id: str
+
+
 # ---- releases -------------------------------------------------------------------------------
 
 
@@ -488,6 +496,15 @@ class FanOut(BaseModel):
     release_id: str
     shipped_at: Instant
     case_numbers: list[str]
+
+
+class BacklogChunk(BaseModel):
+    """Registrations a release keeps in the case store rather than in its carried state: chunk
+    ``chunk`` of the release's backlog, in registration order."""
+
+    release_id: str
+    chunk: int
+    case_numbers: list[str] = Field(default_factory=list)
 
 
 class FanOutResult(BaseModel):

@@ -130,6 +130,9 @@ class CaseState(BaseModel):
     recent: list[str] = Field(default_factory=list)  # one line per accepted event, for the UI
     seen_event_ids: list[str] = Field(default_factory=list)
     undelivered: list[UndeliveredMessage] = Field(default_factory=list)
+    # The chain's first run, set when a run opens the case: its effect keys carry it, so runs of
+    # a reused number never share a key (None in states carried from before: today's keys).
+    opened_by_run: str | None = None
 
 
 class CarriedState(BaseModel):
@@ -522,6 +525,7 @@ def open_case(
     edition: int = EDITION,
     *,
     senders: trust.TrustedSenders | None = None,
+    opened_by_run: str | None = None,
 ) -> Decision:
     """Open the case under the guide's default policy and the opener's overrides; the worker's
     default policy, when it has one, follows as ``resolve_policy``."""
@@ -544,6 +548,7 @@ def open_case(
         status_since=now,
         opened_at=now,
         edition=edition,
+        opened_by_run=opened_by_run,
     )
     effects: list[Effect] = []
     _record_change(state, None, S.NEW, case.opened_by, note, now, effects)
@@ -992,7 +997,8 @@ def _remember(state: CaseState, now: datetime, line: str) -> None:
 
 
 def _key(state: CaseState, what: str) -> str:
-    return f"case-{state.case.case_number}:{state.seq}:{what}"
+    run = f"{state.opened_by_run}:" if state.opened_by_run else ""
+    return f"case-{state.case.case_number}:{run}{state.seq}:{what}"
 
 
 def _notify(

@@ -40,6 +40,7 @@ from workflows.contract import (
     MAX_EVENT_BYTES,
     RELEASE_WORKFLOW,
     Actor,
+    BacklogChunk,
     FanOut,
     FanOutResult,
     Instant,
@@ -53,6 +54,7 @@ from workflows.contract import (
     Wire,
     release_workflow_id,
 )
+from workflows.integrity import carried_release_problem
 from workflows.payloads import Malformed, decode_object, explain
 
 RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
@@ -60,7 +62,8 @@ RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
 # Cases told per fan-out activity: its input (the case numbers) stays a few tens of kilobytes.
 BATCH = 1_000
 # Continue as new past this many events (each registration is one), well before Temporal's
-# own limits; the carried state holds only the cases not told yet.
+# own limits; the carried state holds only the cases not told yet. Read at each check, so an
+# unsandboxed test worker can lower it (it is no part of any input).
 HISTORY_BOUND = 5_000
 # A fan-out attempt that stops heartbeating for this long is retried (from its checkpoint).
 FAN_OUT_HEARTBEAT = timedelta(seconds=10)
@@ -73,6 +76,14 @@ FAN_OUT_RETRY = RetryPolicy(
 OPEN_RELEASE_TIMEOUT = timedelta(seconds=30)
 # Rejected (unproven) release signals kept in the state, for ``status``.
 REJECTED_TAIL = 20
+# Registrations a run keeps (and carries) at most, in bytes of JSON; beyond them the oldest go
+# to the case store in chunks of this size (``release_backlog``), read back when it is their
+# turn to be told: 100,000 registrations keep the carried state as small as a few hundred.
+PENDING_BYTES = 128 * 1024
+BACKLOG_TIMEOUT = timedelta(seconds=60)
+# Runs that record this marker keep their registrations over PENDING_BYTES in the case store;
+# runs started before it keep them all in their carried state, as they did.
+RELEASE_BACKLOG_PATCH = "release-backlog"
 # Ahead of everything else on the task queue (Temporal's task queue priority, 1 = first, the
 # default is 3): each fan-out batch makes a thousand cases react (a workflow task and an email
 # each), and the next batch must not wait behind the reactions to the last one.
@@ -94,8 +105,10 @@ class ReleaseState(BaseModel):
     registered: int = 0
     notified: int = 0
     skipped: int = 0  # told, but closed or gone (nothing to tell)
-    history_bound: int = HISTORY_BOUND  # a tuning knob, carried (tests set it low)
     rejected: list[RejectedEvent] = Field(default_factory=list)  # the last few, unproven
+    backlog_chunks: int = 0  # chunks of registrations kept in the case store
+    backlog_loaded: int = 0  # of them, read back into ``pending``
+    backlog_cases: int = 0  # registrations in the chunks not read back yet
 
 
 class Carried(BaseModel):
@@ -113,6 +126,10 @@ class Release:
             data = _decode_start(start)
             if "carried" in data:
                 self._state = Carried.model_validate(data).carried
+                info = workflow.info()
+                self._start_error = carried_release_problem(
+                    info.workflow_id, info.continued_run_id, self._state.release_id
+                )
             else:
                 release = ReleaseInput.model_validate(data)
                 self._state = ReleaseState(release_id=release.release_id, ships_at=release.ships_at)
@@ -126,6 +143,7 @@ class Release:
             self._start_error = explain(err)
         # Not yet told; a case registering again before it is told is not queued twice.
         self._waiting = set(self._state.pending)
+        self._backlog = False  # registrations over PENDING_BYTES go to the case store
 
     @workflow.run
     async def run(self, start: RawValue) -> ReleaseStatus:
@@ -135,16 +153,25 @@ class Release:
                 type="InvalidReleaseInput",
                 non_retryable=True,
             )
+        self._backlog = workflow.patched(RELEASE_BACKLOG_PATCH)
         self._publish()
         while not self._ship_if_due():
             if self._too_long():
                 await self._continue_as_new()
+            if self._over_budget():
+                await self._spill()
+                continue
             await self._wait_for_ship_time()
         while True:
-            await workflow.wait_condition(lambda: bool(self._state.pending) or self._too_long())
+            await workflow.wait_condition(
+                lambda: bool(self._state.pending) or self._too_long() or self._backlog_left()
+            )
             if self._too_long():
-                await self._continue_as_new()
-            await self._fan_out_next_batch()
+                await self._continue_as_new()  # keeps what is over the budget in the store
+            if not self._state.pending:
+                await self._load()
+            else:
+                await self._fan_out_next_batch()
 
     # ---- the clock ----------------------------------------------------------------------------
 
@@ -154,7 +181,12 @@ class Release:
         # A timeout is the instant coming: shipped on the next pass, against the clock.
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: s.shipped_at is not None or s.ships_at != ships_at or self._too_long(),
+                lambda: (
+                    s.shipped_at is not None
+                    or s.ships_at != ships_at
+                    or self._too_long()
+                    or self._over_budget()
+                ),
                 timeout=None if ships_at is None else ships_at - workflow.now(),
                 timeout_summary=f"release {s.release_id} ships",
             )
@@ -199,16 +231,56 @@ class Release:
         s.skipped += result.skipped
         self._publish()
 
+    # ---- the backlog: registrations kept in the case store -----------------------------------
+
+    def _over_budget(self) -> bool:
+        return self._backlog and _json_bytes(self._state.pending) > PENDING_BYTES
+
+    def _backlog_left(self) -> bool:
+        return self._state.backlog_loaded < self._state.backlog_chunks
+
+    async def _spill(self) -> None:
+        """The oldest registrations, up to PENDING_BYTES, into the store as the next chunk."""
+        s = self._state
+        chunk = _within(s.pending, PENDING_BYTES)
+        await workflow.execute_activity(
+            "release_backlog_add",
+            BacklogChunk(release_id=s.release_id, chunk=s.backlog_chunks, case_numbers=chunk),
+            start_to_close_timeout=BACKLOG_TIMEOUT,
+            retry_policy=FAN_OUT_RETRY,
+            summary=f"keep {len(chunk)} registrations in the case store",
+        )
+        s.pending = s.pending[len(chunk) :]  # registrations that came meanwhile are behind it
+        self._waiting.difference_update(chunk)
+        s.backlog_chunks += 1
+        s.backlog_cases += len(chunk)
+
+    async def _load(self) -> None:
+        s = self._state
+        chunk = await workflow.execute_activity(
+            "release_backlog_load",
+            BacklogChunk(release_id=s.release_id, chunk=s.backlog_loaded),
+            result_type=BacklogChunk,
+            start_to_close_timeout=BACKLOG_TIMEOUT,
+            retry_policy=FAN_OUT_RETRY,
+            summary=f"read registrations chunk {s.backlog_loaded} back from the case store",
+        )
+        s.pending.extend(chunk.case_numbers)
+        self._waiting.update(chunk.case_numbers)
+        s.backlog_loaded += 1
+        s.backlog_cases -= len(chunk.case_numbers)
+
     # ---- continue-as-new ----------------------------------------------------------------------
 
     def _too_long(self) -> bool:
         info = workflow.info()
         return (
-            info.is_continue_as_new_suggested()
-            or info.get_current_history_length() > self._state.history_bound
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
         )
 
     async def _continue_as_new(self) -> None:
+        while self._over_budget():  # what a run carries stays within PENDING_BYTES
+            await self._spill()
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(Carried(carried=self._state).model_dump(mode="json"))
 
@@ -332,7 +404,7 @@ class Release:
             shipped_at=s.shipped_at,
             cases_registered=s.registered,
             cases_notified=s.notified,
-            cases_to_notify=len(s.pending),
+            cases_to_notify=len(s.pending) + s.backlog_cases,
             rejected=s.rejected,
         )
 
@@ -347,8 +419,21 @@ class Release:
             head = "**Not scheduled** (ships on `ship_now` or `reschedule`)"
         workflow.set_current_details(
             f"{head}\n\n- cases registered: {s.registered}\n- cases told: {s.notified}"
-            f" ({s.skipped} closed or gone)\n- cases to tell: {len(s.pending)}"
+            f" ({s.skipped} closed or gone)\n- cases to tell: {len(s.pending) + s.backlog_cases}"
         )
+
+
+def _json_bytes(case_numbers: list[str]) -> int:
+    return sum(len(n) + 3 for n in case_numbers)  # "n", (case numbers need no escaping)
+
+
+def _within(case_numbers: list[str], budget: int) -> list[str]:
+    """The first case numbers whose JSON fits in ``budget`` bytes (at least one)."""
+    used, end = 0, 0
+    while end < len(case_numbers) and (end == 0 or used + len(case_numbers[end]) + 3 <= budget):
+        used += len(case_numbers[end]) + 3
+        end += 1
+    return case_numbers[:end]
 
 
 def _decode_start(start: RawValue) -> dict[str, Any]:

@@ -208,6 +208,7 @@ class Plan:
     case: CaseInput
     events: list[Event] = field(default_factory=list)
     label: str = ""
+    run_id: str | None = None  # the run that opened it, once open: its effect keys carry it
 
     @property
     def number(self) -> str:
@@ -229,7 +230,7 @@ def expect(plan: Plan, now: datetime | None = None, until: datetime | None = Non
     """Run the plan through the pure core: its events in order at ``now``, then every deadline
     that falls due (each at its own instant) until none is left, or until ``until``."""
     now = now or datetime.now(UTC)
-    decision = lifecycle.open_case(plan.case, now)
+    decision = lifecycle.open_case(plan.case, now, opened_by_run=plan.run_id)
     state, effects = decision.state, list(decision.effects)
     for event in plan.events:
         if lifecycle.is_duplicate(state, getattr(event, "event_id", None)):
@@ -350,7 +351,11 @@ async def open_and_drive(client: Client, task_queue: str, plans: Sequence[Plan])
     from starter.client import CaseClient
 
     cases = CaseClient(client, task_queue)
-    await each(plans, lambda p: cases.open(p.case), 16)
+
+    async def open_one(plan: Plan) -> None:
+        plan.run_id = (await cases.open(plan.case)).first_execution_run_id
+
+    await each(plans, open_one, 16)
     await each(plans, lambda p: send_events(client, p), 16)
 
 

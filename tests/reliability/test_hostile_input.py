@@ -218,7 +218,7 @@ class Fixture:
 
 def mirror(plan: Plan) -> Live:
     now = datetime.now(UTC)
-    decision = lifecycle.open_case(plan.case, now)
+    decision = lifecycle.open_case(plan.case, now, opened_by_run=plan.run_id)
     state, effects = decision.state, list(decision.effects)
     for event in plan.events:
         decision = lifecycle.decide(state, event, now)
@@ -263,7 +263,7 @@ async def live(
     await worker.ready()
     cases = CaseClient(env.client, task_queue)
     for plan in plans:
-        await cases.open(plan.case)
+        plan.run_id = (await cases.open(plan.case)).first_execution_run_id
         await send_events(env.client, plan)
     live_cases = [mirror(p) for p in plans]
     for case in live_cases:

@@ -118,7 +118,7 @@ class Checkpoint:
 def checkpoints(plan: Plan, every: int) -> list[Checkpoint]:
     """What the case must have done after each ``every`` events: the pure core, run once."""
     now = datetime.now(UTC)
-    decision = lifecycle.open_case(plan.case, now)
+    decision = lifecycle.open_case(plan.case, now, opened_by_run=plan.run_id)
     state, rows, messages = decision.state, 0, set()
     out = []
     pending = list(decision.effects)
@@ -168,10 +168,10 @@ async def test_one_case_through_5000_events(
     task_queue = unique("long")
     worker = spawn_worker(case_worker_environment(env, task_queue, url, inbox))
     plan = Plan(case_input(unique("L")), long_life(EVENTS), "long life")
-    points = checkpoints(plan, CHUNK)
     await worker.ready()
     cases = CaseClient(env.client, task_queue)
-    await cases.open(plan.case)
+    plan.run_id = (await cases.open(plan.case)).first_execution_run_id
+    points = checkpoints(plan, CHUNK)
     store = CaseStore(url)
     started = time.monotonic()
     try:

@@ -22,6 +22,7 @@ from tests.reliability.changed_workflows import SupportCasePatched, SupportCaseW
 from tests.reliability.harness import Tally
 from worker import PASSTHROUGH
 from workflows.case import SupportCase
+from workflows.contract import case_workflow_id, release_workflow_id
 from workflows.release import Release
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
@@ -30,7 +31,24 @@ FILES = sorted(HISTORIES.glob("*.json"))
 
 def load(path: Path) -> WorkflowHistory:
     data = json.loads(path.read_text())
-    return WorkflowHistory.from_json(path.stem, data)
+    history = WorkflowHistory.from_json(path.stem, data)
+    return WorkflowHistory(original_workflow_id(history) or path.stem, history.events)
+
+
+def original_workflow_id(history: WorkflowHistory) -> str | None:
+    """The id the run had (a capture keeps only its events): a case or release checks it."""
+    started = history.events[0].workflow_execution_started_event_attributes
+    data = json.loads(started.input.payloads[0].data) if started.input.payloads else None
+    if not isinstance(data, dict):
+        return None
+    data = data.get("carried", data)
+    if "case" in data:
+        data = data["case"]
+    if "case_number" in data:
+        return case_workflow_id(str(data["case_number"]))
+    if "release_id" in data:
+        return release_workflow_id(str(data["release_id"]))
+    return None
 
 
 def replayer(*workflows: type) -> Replayer:

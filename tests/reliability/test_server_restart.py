@@ -76,12 +76,12 @@ async def test_server_restart_on_the_embedded_sqlite_store(
         CASES_POLICY_SHORTEST="1s",
     )
     plans = mixed_plans(unique("R"), 15, POLICY)
-    expected = {p.workflow_id: expect(p) for p in plans}
     ids = [p.workflow_id for p in plans]
 
     first = await spawn_worker(settings, "first").ready()
     client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter)
     await open_and_drive(client, task_queue, plans)
+    expected = {p.workflow_id: expect(p) for p in plans}
 
     async def all_waiting() -> bool:
         described = await describe_all(client, ids)
