@@ -141,11 +141,12 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             )
+        # The policy first: a start it refuses must not claim the number (nor run any effect).
+        if self._opened_now and self._state.edition >= 2:
+            await self._resolve_policy()
         self._integrity = workflow.patched(integrity.INTEGRITY_PATCH)
         if self._opened_now and self._integrity:
             await self._claim_case_number()
-        if self._opened_now and self._state.edition >= 2:
-            await self._resolve_policy()
         if self._opened_now:
             metrics.transition(None, self._state.status)
         pump = asyncio.create_task(

@@ -91,6 +91,12 @@ def test_histories_from_before_each_patch_are_kept_beside_todays() -> None:
     patched = {p.name: patches(load(p)) for p in FILES if workflow_type(load(p)) == "SupportCase"}
     assert all("effect-lanes" not in found for name, found in patched.items() if ".before-" in name)
     assert any("effect-lanes" in found for name, found in patched.items() if ".before-" not in name)
+    # The guide's edition 2 and the integrity rules came with one change: the shape before it
+    # has neither marker; today's cases record both.
+    assert shapes["guide-edition-2"] >= 10, shapes
+    for patch in ("guide-edition-2", "integrity"):
+        assert all(patch not in found for name, found in patched.items() if ".before-" in name)
+        assert any(patch in found for name, found in patched.items() if ".before-" not in name)
 
 
 def patches(history: WorkflowHistory) -> set[str]:

@@ -26,12 +26,14 @@ async def test_a_failure_of_the_core_is_a_rejection_and_the_case_goes_on(
 ):
     real = lifecycle.decide
 
-    def broken(state: lifecycle.CaseState, event: Any, now: datetime) -> lifecycle.Decision:
+    def broken(
+        state: lifecycle.CaseState, event: Any, now: datetime, *args: Any
+    ) -> lifecycle.Decision:
         if getattr(event, "note", None) == "boom" or (
             isinstance(event, lifecycle.Due) and state.status is Status.CLOSING
         ):
             raise OverflowError("date value out of range")
-        return real(state, event, now)
+        return real(state, event, now, *args)
 
     monkeypatch.setattr(lifecycle, "decide", broken)
     case = await Case(env, worker_settings.task_queue, unique("internal")).open(policy=POLICY)
