@@ -89,7 +89,11 @@ def test_histories_from_before_each_patch_are_kept_beside_todays() -> None:
     shapes = Counter(shape_of(p) for p in FILES)
     assert shapes["today"] >= 10 and shapes["effect-lanes"] >= 10, shapes
     patched = {p.name: patches(load(p)) for p in FILES if workflow_type(load(p)) == "SupportCase"}
-    assert all("effect-lanes" not in found for name, found in patched.items() if ".before-" in name)
+    assert all(
+        "effect-lanes" not in found
+        for name, found in patched.items()
+        if ".before-effect-lanes" in name
+    )
     assert any("effect-lanes" in found for name, found in patched.items() if ".before-" not in name)
     # The guide's edition 2 and the integrity rules came with one change: the shape before it
     # has neither marker; today's cases record both.
