@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from temporalio.service import RPCError
 
 from activities.mailer import message_id
 from activities.store import CaseStore
+from tests.scenario import worker_polling
 from workflows import lifecycle
 from workflows.contract import (
     Actor,
@@ -155,7 +157,16 @@ class WorkerProcess:
             await asyncio.sleep(0.05)
 
     async def ready(self, timeout: float = 60.0) -> WorkerProcess:
+        """Once Temporal lists this process as polling its task queue (its log line comes a
+        moment before the poll, and a worker of the queue stopped earlier is still listed)."""
         await self.wait_for_line("worker polling", timeout)
+        address = self.env.get("TEMPORAL_ADDRESS") or (
+            f"127.0.0.1:{self.env['CASES_DEV_SERVER_PORT']}"
+        )
+        client = await Client.connect(address)
+        # The SDK's default worker identity: the worker process's pid at this host.
+        identity = f"{self.pid}@{socket.gethostname()}"
+        await worker_polling(client, self.env["CASES_TASK_QUEUE"], identity)
         return self
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
