@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
+from temporalio.api.enums.v1 import PendingActivityState
 
 from activities import upgrade
 from activities.options import NOTIFY_BATCH, PERSIST_BATCH
@@ -49,16 +50,23 @@ async def count_rows(store: CaseStore, plans: list[Plan]) -> int:
 
 
 async def retrying(client: Any, plans: list[Plan], activity: str) -> list[tuple[int, float]]:
-    """(attempt, seconds from the last failure to the next attempt) of every ``activity``
-    waiting to be retried."""
+    """(attempt, seconds from the last failure to the next attempt) of every ``activity`` being
+    retried: waiting out its back-off (the next attempt's instant is set), or running its next
+    attempt (it started then). One whose back-off is over but that waits for a busy worker's
+    slot has neither instant, and no back-off left to measure."""
     out = []
     for plan in plans:
         raw = (await client.get_workflow_handle(plan.workflow_id).describe()).raw_description
         for pending in raw.pending_activities:
             if pending.activity_type.name != activity or pending.attempt < 2:
                 continue
+            if pending.HasField("next_attempt_schedule_time"):
+                following = pending.next_attempt_schedule_time.ToDatetime()
+            elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                following = pending.last_started_time.ToDatetime()
+            else:
+                continue
             failed = pending.last_attempt_complete_time.ToDatetime()
-            following = pending.next_attempt_schedule_time.ToDatetime()
             out.append((pending.attempt, (following - failed).total_seconds()))
     return out
 
