@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -95,6 +96,11 @@ def case_worker_environment(
     )
 
 
+# A worker outlives no test run: should pytest end abruptly (its timeout exits the process, no
+# fixture cleans up), the kernel sends the worker SIGTERM, and it drains and stops as in production.
+DIES_WITH_THE_TESTS = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+
+
 @dataclass
 class WorkerProcess:
     """``python worker.py`` in its own process group, its output in ``log_path``."""
@@ -111,7 +117,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
         self._offset = self._log.tell()
         self.process = subprocess.Popen(
-            [sys.executable, "worker.py"],
+            [*DIES_WITH_THE_TESTS, sys.executable, "worker.py"],
             cwd=REPO,
             env=self.env,
             stdin=subprocess.DEVNULL,
