@@ -50,6 +50,9 @@ from workflows.contract import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+# How long recovery may take before a scenario calls the cases stuck. A stuck case stays stuck,
+# so a bound far past a busy machine's recovery (several times a quiet one's) costs nothing.
+RECOVERY_WITHIN = 180.0
 T = TypeVar("T")
 U = TypeVar("U")
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from temporalio.client import Client
 
 from activities.mailer import message_id
@@ -157,10 +156,6 @@ async def run_lengths(client: Client, workflow_id: str) -> list[int]:
     return lengths
 
 
-# The life is work, not waiting: about 150 s of the 2-CPU machine when it is quiet, several times
-# that when other suites share it; the suite's 300 s limit is for hangs. Each chunk is bounded
-# below (120 s), so a stuck case still fails in bounded time.
-@pytest.mark.timeout(900)
 async def test_one_case_through_5000_events(
     env: Any,
     inbox: Any,

@@ -18,6 +18,7 @@ from activities import upgrade
 from activities.options import NOTIFY_BATCH, PERSIST_BATCH
 from activities.store import CaseStore
 from tests.reliability.harness import (
+    RECOVERY_WITHIN,
     Plan,
     Tally,
     WorkerProcess,
@@ -77,7 +78,7 @@ async def recover(
     store: CaseStore,
     plans: list[Plan],
     tally: Tally,
-    timeout: float = 90.0,
+    timeout: float = RECOVERY_WITHIN,
 ) -> float:
     expected = {p.workflow_id: expect(p) for p in plans}
     wanted = {m for e in expected.values() for m in e.message_ids}
