@@ -503,8 +503,8 @@ async def check_outcome(
     killed: bool = False,
 ) -> None:
     """Every case in its expected status, every email once, every history row once, nothing
-    stuck; the counts go into ``tally``. Only where a worker was ``killed`` may a send be in
-    doubt (and its message arrive twice)."""
+    stuck; the counts go into ``tally``. Only where a worker was ``killed`` (or the database cut
+    mid-send) may a send be in doubt (and its message arrive twice)."""
     want = Counter(m for e in expected.values() for m in e.message_ids)
     ours = {m: n for m, n in received.items() if m in want}
     tally.cases = len(plans)
