@@ -19,9 +19,6 @@ from urllib.parse import quote
 
 import typer
 from rich.table import Table
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from settings import Settings
@@ -29,6 +26,7 @@ from starter import keys_cli, policy_cli, release_cli, report_cli, signing
 from starter.client import CaseClient, CaseRow, case_query
 from starter.connection import TemporalUnavailable, address_configured, connect
 from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, safe, when
+from starter.pollers import pollers, worker_polls
 from workflows import lifecycle
 from workflows.contract import (
     Actor,
@@ -247,14 +245,7 @@ def _ui_link(path: str) -> str | None:
 
 
 async def _pollers(client: Client, task_queue: str) -> int:
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    return len(response.pollers)
+    return len(await pollers(client, task_queue))
 
 
 def _changed(snap: Snapshot, as_json: bool) -> None:
@@ -695,7 +686,8 @@ DEMO_TALES = {
 
 async def _demo() -> tuple[list[tuple[str, str]], str]:
     cases = await _cases()
-    if not await _pollers(cases.client, cases.task_queue):
+    # A worker started a moment ago (make run's first lines) polls within seconds: wait for it.
+    if not await worker_polls(cases.client, cases.task_queue, err()):
         fail(
             Code.UNAVAILABLE,
             f"no worker polls task queue {cases.task_queue}: start one first (make run)",

@@ -283,12 +283,15 @@ async def store(worker_settings: Any) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def case_worker(env: Any, worker_settings: Any) -> AsyncIterator[Any]:
-    """The project's real worker (workflows and activities) on this test's task queue."""
+    """The project's real worker (workflows and activities) on this test's task queue, yielded
+    once Temporal lists it as polling."""
     from activities import CaseStore, upgrade
+    from tests.scenario import worker_polling
     from worker import build_worker
 
     await upgrade(worker_settings.database_url)
     store = CaseStore(worker_settings.database_url)
     async with build_worker(env.client, worker_settings, store):
+        await worker_polling(env.client, worker_settings.task_queue)
         yield store
     await store.dispose()

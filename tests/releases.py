@@ -116,6 +116,29 @@ async def wait_release(
         ) from None
 
 
+async def wait_fan_out_checkpoint(
+    client: Client, release_id: str, done: int, timeout: float = 30.0
+) -> None:
+    """Until the server holds a fan-out heartbeat saying the first ``done`` cases are told:
+    what a retried fan-out resumes from."""
+
+    async def checkpoint() -> int:
+        raw = (await release_handle(client, release_id).describe()).raw_description
+        told = 0
+        for pending in raw.pending_activities:
+            if pending.activity_type.name == "fan_out_release" and (
+                payloads := pending.heartbeat_details.payloads
+            ):
+                told = max(told, int((await client.data_converter.decode(payloads))[0]))
+        return told
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (told := await checkpoint()) < done:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"release {release_id}: checkpoint at {told}, not {done}")
+        await asyncio.sleep(0.1)
+
+
 async def snapshots(
     client: Client, task_queue: str, case_numbers: Iterable[str], concurrency: int = 50
 ) -> dict[str, Snapshot]:

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from starter.client import CaseClient
+from starter.pollers import wait_for_poller
 from workflows.contract import (
     Actor,
     CaseInput,
@@ -30,6 +31,18 @@ TIER2 = Actor(role="tier2", name="Tess Two")
 DEV = Actor(role="development", name="Dev Eloper")
 PM = Actor(role="product_manager", name="Pam Manager")
 KB = Actor(role="kb_team", name="Kay Bee")
+
+
+# A worker polls within a second on a quiet machine; far longer when other suites share the CPUs.
+POLLER_WITHIN = 60.0
+
+
+async def worker_polling(client: Client, task_queue: str, identity: str | None = None) -> None:
+    """Return once Temporal lists the worker (``identity``, or any) as polling ``task_queue``:
+    what a test then asks of the worker (a command's poller check included) finds it there."""
+    if not await wait_for_poller(client, task_queue, POLLER_WITHIN, identity=identity):
+        who = f"worker {identity} does not poll" if identity else "no worker polls"
+        raise AssertionError(f"{who} task queue {task_queue} after {POLLER_WITHIN:.0f} s")
 
 
 class Case:

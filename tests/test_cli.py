@@ -234,6 +234,58 @@ async def test_demo_opens_cases_in_every_kind_of_wait(
     assert (snap.next_deadline.at - snap.status_since).total_seconds() == 60
 
 
+async def test_demo_waits_for_a_worker_that_starts_after_it(
+    env: Any, worker_settings: Any, cli_env: dict[str, str | None]
+) -> None:
+    """``make run``, and at once ``python -m starter demo``: the demo waits, a spinner on stderr,
+    until the worker polls; then it opens its cases."""
+    from activities import CaseStore, upgrade
+    from worker import build_worker
+
+    # As in a terminal, so the spinner shows (on stderr; the JSON on stdout stays clean).
+    terminal = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1"}
+    environ = {k: v for k, v in {**os.environ, **cli_env, **terminal}.items() if v is not None}
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "starter", "demo", "--json", cwd=ROOT, env=environ,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert demo.stderr is not None
+    shown = b""
+    while b"waiting up to" not in shown:
+        chunk = await asyncio.wait_for(demo.stderr.read(4096), 60)
+        assert chunk, f"the demo ended without waiting for a worker: {shown.decode()}"
+        shown += chunk
+    assert f"for a worker to poll task queue {worker_settings.task_queue}".encode() in shown
+
+    await upgrade(worker_settings.database_url)
+    store = CaseStore(worker_settings.database_url)
+    try:
+        async with build_worker(env.client, worker_settings, store):
+            stdout, stderr = await asyncio.wait_for(demo.communicate(), 120)
+    finally:
+        await store.dispose()
+    assert demo.returncode == 0, stderr.decode()
+    assert len(json.loads(stdout)["cases"]) == 6
+
+
+async def test_demo_without_a_worker_gives_up_after_the_wait(
+    cli_env: dict[str, str | None], unique: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker at all: the demo says so, exit 3, once ``POLLER_WAIT`` has passed."""
+    from starter import pollers
+
+    monkeypatch.setattr(pollers, "POLLER_WAIT", 2.0)
+    nobody = unique("tq-nobody")
+    started = asyncio.get_running_loop().time()
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["demo"], env={**cli_env, "CASES_TASK_QUEUE": nobody}
+    )
+    took = asyncio.get_running_loop().time() - started
+    assert result.exit_code == 3, result.stderr
+    assert f"no worker polls task queue {nobody}: start one first (make run)" in result.stderr
+    assert 2.0 <= took < 2.0 + 15.0, took  # the wait, plus connecting on a busy machine
+
+
 async def test_db_upgrade(cli: Cli, tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
     done = await cli("db", "upgrade", env={"CASES_DATABASE_URL": url})

@@ -83,18 +83,13 @@ async def scraped(env: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
             await case.walk(("Tier 1 Analysis", TIER1), ("Closing", TIER1))
             await case.wait_status("Closed", timeout=30)  # the 2-second closing deadline
             await inbox.wait_for(3)  # opened, closing, closed
-            await asyncio.sleep(1.5)  # the activities' counters, after their result
-        text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+            # An activity counts after its email went out, the SDK after the activity's result.
+            samples = await _scrape_until(port, _all_counted)
     finally:
         await store.dispose()
         inbox.stop()
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
-    samples = [
-        (s.name, dict(s.labels), s.value)
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    ]
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
     yield Scraped(number, samples, lines)
 
@@ -102,6 +97,40 @@ async def scraped(env: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
+
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+def _all_counted(samples: Samples) -> bool:
+    """Every count of the scenario is in: three emails, four transitions, one deadline acted
+    on, and the SDK's workflow and activity metrics."""
+    scraped = Scraped("", samples, [])
+    names = scraped.names()
+    return (
+        scraped.value("case_notifications_total", result="sent") >= 3
+        and scraped.value("case_status_transitions_total") >= 4
+        and scraped.value("case_deadline_lateness_seconds_count") >= 1
+        and any(n.startswith("temporal_workflow_completed") for n in names)
+        and any(n.startswith("temporal_activity_execution_latency") for n in names)
+    )
+
+
+async def _scrape_until(
+    port: int, done: Callable[[Samples], bool], within: float = 30.0
+) -> Samples:
+    """The endpoint's samples, scraped until ``done`` holds (or ``within`` seconds passed)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        text = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
+        samples = [
+            (s.name, dict(s.labels), s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        ]
+        if done(samples) or asyncio.get_running_loop().time() > deadline:
+            return samples
+        await asyncio.sleep(0.2)
 
 
 def test_status_transitions_by_from_and_to(scraped: Scraped) -> None:

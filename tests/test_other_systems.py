@@ -21,6 +21,7 @@ from starter.client import CaseClient
 from starter.devserver import DevServer, DevServerConfig
 from tests import readme
 from tests.conftest import free_port
+from tests.scenario import worker_polling
 from workflows.contract import Actor, CaseInput, Snapshot, Status, TransitionRequest
 
 VENV_BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin"
@@ -55,6 +56,7 @@ async def system(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Syst
     client = await server.start()
     settings = Settings(database_url=f"sqlite+aiosqlite:///{data / 'cases.db'}")
     worker = asyncio.create_task(run_worker(client, settings))
+    await worker_polling(client, settings.task_queue)
     yield System(server, client)
     worker.cancel()
     await asyncio.gather(worker, return_exceptions=True)

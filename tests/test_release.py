@@ -35,6 +35,7 @@ from tests.releases import (
     snapshots,
     start_listeners,
     start_release_carrying,
+    wait_fan_out_checkpoint,
     wait_release,
 )
 from tests.scenario import CUSTOMER, DEV, TIER1, TIER2, Case
@@ -410,7 +411,7 @@ async def test_a_worker_killed_mid_fan_out_resumes_and_every_case_is_told_once(
             await wait_release(env.client, release, lambda s: s.cases_registered == 303)
             await env.client.get_workflow_handle(release_workflow_id(release)).signal("ship_now")
             await asyncio.wait_for(midway.wait(), 30)
-            await asyncio.sleep(1.5)  # the checkpoint reaches the server
+            await wait_fan_out_checkpoint(env.client, release, 150)
             await first.shutdown()  # the fan-out is cut off half-way
             await running
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
@@ -68,6 +68,11 @@ EDITION_PATCH = "guide-edition-2"
 
 Event = CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped | ApplyPolicy
 
+# Rejections logged one by one per workflow task; past that, one line says how the rest are
+# seen (the metric counts each, the snapshot keeps the last): logging a flood line by line cost
+# most of a thousand-signal task, which then overran the SDK's two-second deadlock limit.
+LOGGED_REJECTIONS = 20
+
 EVENTS: dict[str, type[BaseModel]] = {
     "customer_reply": CustomerReply,
     "tier_handoff": TierHandoff,
@@ -92,6 +97,8 @@ class SupportCase:
         # Search attributes and details are published once per activation, not once per event:
         # a flood of a thousand signals in one activation must stay one cheap workflow task.
         self._changed = True
+        self._logged_at: datetime | None = None  # the instant (task) of the last logged rejection
+        self._logged = 0
         self._state: CaseState
         # Trusted senders, if this worker is configured with them (README "Trust model").
         self._senders = trust.installed(workflow.info().task_queue)
@@ -464,9 +471,23 @@ class SupportCase:
         self._state = lifecycle.record_rejection(self._state, entry)
         metrics.rejected(reason, name)
         self._changed = True
-        workflow.logger.warning(
-            "event rejected", extra={"event_name": name, "reason": reason, "detail": entry.message}
-        )
+        self._log_rejection(name, reason, entry.message)
+
+    def _log_rejection(self, name: str, reason: str, detail: str) -> None:
+        # One workflow task, one instant: workflow.now() tells the tasks apart.
+        if workflow.now() != self._logged_at:
+            self._logged_at, self._logged = workflow.now(), 0
+        self._logged += 1
+        if self._logged <= LOGGED_REJECTIONS:
+            workflow.logger.warning(
+                "event rejected", extra={"event_name": name, "reason": reason, "detail": detail}
+            )
+        elif self._logged == LOGGED_REJECTIONS + 1:
+            workflow.logger.warning(
+                "more events rejected in this workflow task: counted in "
+                "case_rejected_events_total, the last ones kept in the snapshot",
+                extra={"logged": LOGGED_REJECTIONS},
+            )
 
     # ---- what ops see -------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ from temporalio.service import RPCError
 
 from activities.mailer import message_id
 from activities.store import CaseStore
+from tests.scenario import worker_polling
 from workflows import lifecycle
 from workflows.contract import (
     Actor,
@@ -47,6 +50,9 @@ from workflows.contract import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+# How long recovery may take before a scenario calls the cases stuck. A stuck case stays stuck,
+# so a bound far past a busy machine's recovery (several times a quiet one's) costs nothing.
+RECOVERY_WITHIN = 180.0
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -95,6 +101,11 @@ def case_worker_environment(
     )
 
 
+# A worker outlives no test run: should pytest end abruptly (its timeout exits the process, no
+# fixture cleans up), the kernel sends the worker SIGTERM, and it drains and stops as in production.
+DIES_WITH_THE_TESTS = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
+
+
 @dataclass
 class WorkerProcess:
     """``python worker.py`` in its own process group, its output in ``log_path``."""
@@ -111,7 +122,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
         self._offset = self._log.tell()
         self.process = subprocess.Popen(
-            [sys.executable, "worker.py"],
+            [*DIES_WITH_THE_TESTS, sys.executable, "worker.py"],
             cwd=REPO,
             env=self.env,
             stdin=subprocess.DEVNULL,
@@ -157,7 +168,16 @@ class WorkerProcess:
             await asyncio.sleep(0.05)
 
     async def ready(self, timeout: float = 60.0) -> WorkerProcess:
+        """Once Temporal lists this process as polling its task queue (its log line comes a
+        moment before the poll, and a worker of the queue stopped earlier is still listed)."""
         await self.wait_for_line("worker polling", timeout)
+        address = self.env.get("TEMPORAL_ADDRESS") or (
+            f"127.0.0.1:{self.env['CASES_DEV_SERVER_PORT']}"
+        )
+        client = await Client.connect(address)
+        # The SDK's default worker identity: the worker process's pid at this host.
+        identity = f"{self.pid}@{socket.gethostname()}"
+        await worker_polling(client, self.env["CASES_TASK_QUEUE"], identity)
         return self
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
@@ -491,8 +511,8 @@ async def check_outcome(
     killed: bool = False,
 ) -> None:
     """Every case in its expected status, every email once, every history row once, nothing
-    stuck; the counts go into ``tally``. Only where a worker was ``killed`` may a send be in
-    doubt (and its message arrive twice)."""
+    stuck; the counts go into ``tally``. Only where a worker was ``killed`` (or the database cut
+    mid-send) may a send be in doubt (and its message arrive twice)."""
     want = Counter(m for e in expected.values() for m in e.message_ids)
     ours = {m: n for m, n in received.items() if m in want}
     tally.cases = len(plans)

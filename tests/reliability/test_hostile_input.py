@@ -45,7 +45,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from workflows import lifecycle
-from workflows.case import EVENTS
+from workflows.case import EVENTS, LOGGED_REJECTIONS
 from workflows.contract import (
     MAX_EVENT_BYTES,
     Actor,
@@ -516,6 +516,9 @@ async def test_a_flood_of_garbage_while_no_worker_runs_is_one_cheap_workflow_tas
     assert snap.status is case.status
     assert len(snap.rejected) == REJECTED_TAIL
     assert await failed_workflow_tasks(live.client, case.plan.workflow_id) == []
+    # Logged one by one up to a bound, then one line: a flood is not a flood of log lines.
+    logged = [line for line in live.worker.lines() if "reason" in line]
+    assert len(logged) == LOGGED_REJECTIONS, len(logged)
     tally.cases = 1
     tally.notes = (
         f"{FLOOD + 1} bad signals in one workflow task, all refused {took:.0f} s after start"

@@ -17,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from activities.store import CaseStore
 from tests.conftest import free_port
 from tests.reliability.harness import (
+    RECOVERY_WITHIN,
     Plan,
     Tally,
     WorkerProcess,
@@ -118,7 +119,7 @@ async def test_server_restart_on_the_embedded_sqlite_store(
     async def progress() -> str:
         return f"{len(wanted - set(message_ids(inbox.messages)))} emails missing\n{second.tail()}"
 
-    await wait_until(finished, 60, progress)
+    await wait_until(finished, RECOVERY_WITHIN, progress)
     await asyncio.sleep(1.0)
     store = CaseStore(url)
     try:

@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from activities.store import CaseStore
 from tests.reliability.harness import (
+    RECOVERY_WITHIN,
     Plan,
     Tally,
     WorkerProcess,
@@ -44,7 +45,7 @@ async def finish(
     store: CaseStore,
     plans: list[Plan],
     tally: Tally,
-    timeout: float = 60.0,
+    timeout: float = RECOVERY_WITHIN,
 ) -> int:
     expected = {p.workflow_id: expect(p) for p in plans}
     wanted = {m for e in expected.values() for m in e.message_ids}
