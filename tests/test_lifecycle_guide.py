@@ -210,6 +210,57 @@ def test_the_release_clock_still_counts_from_the_ship_instant():
     assert due is not None and due.at == shipped + 14 * DAY
 
 
+def test_reviews_missed_in_an_outage_are_one_notice_not_one_each():
+    state = in_status(S.PENDING_WORK_PLAN, owner_tier=2)
+    back = T0 + 200 * DAY  # reviews at 3 and 6 months fell due while no worker ran
+    review = next_deadline(state)
+    assert review is not None and review.action == K.WORK_PLAN_REVIEW
+    decision = decide(state, Due(review), back)
+    assert decision.state.reviews_done == 1  # one notice for the two reviews
+    assert sorted(n.recipient for n in notices(decision)) == ["development", "support"]
+    nxt = next_deadline(decision.state)
+    assert nxt is not None and nxt.at > back
+
+
+def test_a_review_period_shortened_a_year_into_the_stay_sends_one_notice():
+    """A minute-long period applied after a year: one reassessment now, not half a million."""
+    state = in_status(S.PENDING_WORK_PLAN, owner_tier=2)
+    now = T0 + 365 * DAY
+    state = decide(state, apply({"work_plan_review": "1min"}), now).state
+    review = next_deadline(state)
+    assert review is not None and review.at < now
+    decision = decide(state, Due(review), now)
+    assert len(notices(decision)) == 2
+    nxt = next_deadline(decision.state)
+    assert nxt is not None and nxt.at == now + MINUTE
+
+
+def test_a_review_period_changed_again_after_minute_reviews_stays_in_the_calendar():
+    """Found by hypothesis: a count of minute-long reviews times a 28-day period overflowed."""
+    state = in_status(S.PENDING_WORK_PLAN, owner_tier=2)
+    now = T0 + 100 * DAY
+    state = decide(state, apply({"work_plan_review": "1min"}), now).state
+    review = next_deadline(state)
+    assert review is not None
+    state = decide(state, Due(review), now).state
+    state = decide(state, apply({"work_plan_review": "28d"}), now).state
+    nxt = next_deadline(state)
+    assert nxt is not None and nxt.at == T0 + 112 * DAY  # the 4th 28-day review from entry
+
+
+@pytest.mark.parametrize(
+    ("span", "start", "end", "times"),
+    [
+        ("3mo", T0, T0 + 200 * DAY, 2),  # Jan 31 -> Apr 30, Jul 31 (Aug 19 is the end)
+        ("1mo", T0, T0 + 28 * DAY, 1),  # Feb 28 is a month after Jan 31
+        ("1min", T0, T0 + HOUR, 60),
+        ("14d", T0, T0 - DAY, 0),
+    ],
+)
+def test_how_many_spans_fit(span, start, end, times):
+    assert Span.parse(span).times_within(start, end) == times
+
+
 def test_work_plan_reassessments_go_to_support_and_development():
     state = in_status(S.PENDING_WORK_PLAN, owner_tier=2)
     decision, _ = fire(state)

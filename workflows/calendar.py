@@ -71,6 +71,21 @@ class Span:
             return add_months(instant, self.count * times)
         return instant + _UNITS[self.unit] * (self.count * times)
 
+    def times_within(self, start: datetime, end: datetime) -> int:
+        """How many spans counted from ``start`` end by ``end`` (the largest n with
+        ``after(start, n) <= end``)."""
+        if end < start:
+            return 0
+        if self.unit == "mo":
+            n = ((end.year - start.year) * 12 + end.month - start.month) // self.count
+        else:
+            n = (end - start) // (_UNITS[self.unit] * self.count)
+        while n > 0 and self.after(start, n) > end:
+            n -= 1
+        while self.after(start, n + 1) <= end:
+            n += 1
+        return n
+
     def length(self) -> timedelta:
         """Its length; a month counts as the Gregorian average (for bounds, never for dates)."""
         if self.unit == "mo":

@@ -120,6 +120,9 @@ class CaseState(BaseModel):
     release_shipped_at: Instant | None = None
     reminder_sent: bool = False
     reviews_done: int = 0
+    # Edition 2: when the stay's last review acted; the next is the first review instant after
+    # it under the current period (a changed period or an outage never piles reviews up).
+    last_review_at: Instant | None = None
     comments: int = 0
     edition: int = 1  # carried states from before editions run edition 1
     # The shortest span a policy applied to this case may have (the worker's setting at open).
@@ -473,7 +476,7 @@ def pending_deadlines(state: CaseState) -> list[Deadline]:
             )
         case S.PENDING_WORK_PLAN:
             expiry = p.work_plan_expiry.after(since)
-            review = p.work_plan_review.after(since, state.reviews_done + 1)
+            review = p.work_plan_review.after(since, _next_review_number(state))
             if review < expiry:
                 out.append(Deadline(at=review, action=DeadlineKind.WORK_PLAN_REVIEW))
             out.append(Deadline(at=expiry, action=DeadlineKind.WORK_PLAN_EXPIRY, to=S.CLOSING))
@@ -869,7 +872,7 @@ def _on_deadline(
         if deadline.action is DeadlineKind.PCR_REMINDER:
             state.reminder_sent = True
         else:
-            state.reviews_done += 1
+            _review_done(state, now)
         state.seq += 1
         _remember(state, now, f"{describe(deadline)} not sent: a move is due at the same time")
         return
@@ -882,7 +885,7 @@ def _on_deadline(
                 _notify(state, MessageTemplate.REMINDER, "contact", closes_at=next_deadline(state))
             )
         case DeadlineKind.WORK_PLAN_REVIEW:
-            state.reviews_done += 1
+            _review_done(state, now)
             state.seq += 1
             _remember(state, now, f"work-plan reassessment #{state.reviews_done}")
             teams: list[Literal["support", "development"]] = ["support"]
@@ -909,6 +912,20 @@ def _on_deadline(
             _enter(state, deadline.to, SYSTEM, f"deadline {deadline.action}", now, effects, due)
 
 
+def _next_review_number(state: CaseState) -> int:
+    """Which review (counted from entry) comes next. Edition 2 counts from the last one that
+    acted under today's period, so every review already due acts as one."""
+    if state.edition < 2 or state.last_review_at is None:
+        return state.reviews_done + 1
+    return state.policy.work_plan_review.times_within(state.status_since, state.last_review_at) + 1
+
+
+def _review_done(state: CaseState, now: datetime) -> None:
+    state.reviews_done += 1
+    if state.edition >= 2:
+        state.last_review_at = now
+
+
 def _a_move_is_due(state: CaseState, now: datetime) -> bool:
     return any(d.to is not None and d.at <= now for d in pending_deadlines(state))
 
@@ -924,7 +941,7 @@ def _enter(
 ) -> None:
     src = state.status
     state.came_from, state.status, state.status_since = src, dst, now
-    state.reminder_sent, state.reviews_done = False, 0
+    state.reminder_sent, state.reviews_done, state.last_review_at = False, 0, None
     if dst is S.TIER2_NEW:
         state.owner_tier = 2
     elif dst is S.TIER2_CLOSED:
