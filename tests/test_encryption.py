@@ -358,7 +358,8 @@ async def test_a_case_opened_before_the_key_goes_on_after_it(
             "Tier 1 Analysis",
             "Pending Customer Response",
         ]
-        await inbox.wait_for(Subject="information requested")  # its email activity ran
+        # Its email ran (after the claim, which a stopped worker may have left to a retry).
+        await inbox.wait_for(Subject="information requested", timeout=60)
     encodings = await input_encodings(env, case.number)
     assert encodings[0][:2] == ("EVENT_TYPE_WORKFLOW_EXECUTION_STARTED", b"json/plain")
     # Everything from the keyed worker's first event on is encrypted: the update, its effects.

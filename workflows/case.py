@@ -28,6 +28,7 @@ from activities.options import (
     CLAIM_TIMEOUT,
     EFFECT_LANES,
     EFFECT_OPTIONS,
+    HEARTBEAT_TIMEOUT,
     POLICY_SETTINGS,
     POLICY_SETTINGS_TIMEOUT,
     EffectOptions,
@@ -179,6 +180,9 @@ class SupportCase:
             ClaimCase(case=lifecycle.case_record(self._state), run_id=run_id),
             result_type=str,
             start_to_close_timeout=CLAIM_TIMEOUT,
+            # It heartbeats: a worker that stops mid-claim is noticed in seconds, not at the
+            # timeout, since every other effect of the case waits for the claim.
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=CLAIM_RETRY,
             summary=f"claim case number {self._state.case.case_number}",
         )
