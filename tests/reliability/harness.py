@@ -590,7 +590,8 @@ async def reminders_overtaken(store: CaseStore, plan: Plan) -> list[str]:
         and row.from_status is Status.PENDING_CUSTOMER_RESPONSE
         and row.at - row.due > lifecycle.ON_TIME
     ]
-    return [message_id(f"case-{plan.number}:{row.seq - 1}:notify:reminder") for row in late]
+    run = f"{plan.run_id}:" if plan.run_id else ""
+    return [message_id(f"case-{plan.number}:{run}{row.seq - 1}:notify:reminder") for row in late]
 
 
 async def check_deadline_instants(store: CaseStore, plans: Sequence[Plan]) -> int:

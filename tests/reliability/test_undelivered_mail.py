@@ -95,8 +95,10 @@ async def test_a_message_refused_for_good_is_shown_and_the_case_goes_on(
     client = env.client
 
     # The "opened" email is refused for good: marked, shown, and the case is not held up.
-    await CaseClient(client, task_queue).open(plan.case)
-    opened_key = f"case-{plan.number}:1:notify:opened"
+    handle = await CaseClient(client, task_queue).open(plan.case)
+    # Effect keys carry the run that opened the case (one case number, one case).
+    prefix = f"case-{plan.number}:{handle.first_execution_run_id or handle.result_run_id}"
+    opened_key = f"{prefix}:1:notify:opened"
 
     async def refused_shown() -> bool:
         return any(u.key == opened_key for u in (await snapshot(client, plan)).undelivered)
@@ -126,8 +128,8 @@ async def test_a_message_refused_for_good_is_shown_and_the_case_goes_on(
     ]
     await send_events(client, plan)
     later = {
-        message_id(f"case-{plan.number}:3:notify:information_requested"),
-        message_id(f"case-{plan.number}:4:notify:customer_comment"),
+        message_id(f"{prefix}:3:notify:information_requested"),
+        message_id(f"{prefix}:4:notify:customer_comment"),
     }
 
     async def arrived() -> bool:
