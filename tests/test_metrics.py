@@ -62,6 +62,7 @@ async def scraped(env: Any, tmp_path_factory: pytest.TempPathFactory) -> AsyncIt
         task_queue=f"tq-metrics-{port}",
         database_url=f"sqlite+aiosqlite:///{run / 'cases.db'}",
         smtp_url=inbox.url,
+        policy_shortest="1s",  # the closing deadline of two seconds
     )
     stream = io.StringIO()
     logs.configure("json")

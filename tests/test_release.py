@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import CaseStore, upgrade
 from activities.releases import ReleaseActivities
+from starter.client import CaseRejected
 from starter.schedules import (
     CalendarError,
     TrainExists,
@@ -38,7 +39,7 @@ from tests.releases import (
     wait_fan_out_checkpoint,
     wait_release,
 )
-from tests.scenario import CUSTOMER, DEV, TIER1, TIER2, Case
+from tests.scenario import CUSTOMER, TIER1, TIER2, Case
 from worker import build_worker
 from workflows import release as release_module
 from workflows.contract import (
@@ -63,7 +64,7 @@ async def to_development(case: Case) -> None:
 
 async def pending_release(case: Case, release_id: str) -> None:
     await to_development(case)
-    await case.to("Pending Release", DEV, release_id=release_id)
+    await case.to("Pending Release", TIER2, release_id=release_id)
 
 
 async def test_a_release_ships_at_its_instant_and_the_cases_close_two_weeks_later(
@@ -181,12 +182,17 @@ async def test_a_case_entering_after_the_release_shipped_starts_its_clock_at_onc
     await case.to("Pending Customer Testing", CUSTOMER)
     await case.reply("Still broken after the update.")
     await case.walk(("Tier 2 Analysis", TIER2), ("Development", TIER2))
-    await case.to("Pending Release", DEV, release_id=other)
+    await case.to("Pending Release", TIER2, release_id=other)
     assert (await case.snapshot()).release_shipped_at is None
+    with pytest.raises(CaseRejected) as refused:  # nothing to test before the other ships
+        await case.to("Pending Customer Testing", CUSTOMER)
+    assert refused.value.reason == "guard"
+    await case.client.ship_now(other)  # the case's registration started it
+    await case.wait(lambda s: s.release_shipped_at is not None)
     await case.to("Pending Customer Testing", CUSTOMER)
     await case.reply("Not that one either.")
     await case.walk(("Tier 2 Analysis", TIER2), ("Development", TIER2))
-    back = await case.to("Pending Release", DEV, release_id=release)
+    back = await case.to("Pending Release", TIER2, release_id=release)
     snap = await case.wait(lambda s: s.release_shipped_at is not None)
     assert snap.next_deadline and snap.next_deadline.at == back.status_since + 14 * DAY
     await wait_release(env.client, release, lambda s: s.cases_notified == 2)
@@ -232,18 +238,20 @@ async def test_the_customer_switches_to_testing_within_the_two_weeks(
     release = unique("2027.07")
     case = await Case(env, worker_settings.task_queue, unique("pct")).open()
     await pending_release(case, release)
-    # Another customer moves on before the release ships: still told, no error, no email.
+    # Another customer wants to test before the release ships: nothing to test yet.
     early = await Case(env, worker_settings.task_queue, unique("pct-early")).open()
     await pending_release(early, release)
     await wait_release(env.client, release, lambda s: s.cases_registered == 2)
-    await early.to("Pending Customer Testing", CUSTOMER)
+    with pytest.raises(CaseRejected) as refused:
+        await early.to("Pending Customer Testing", CUSTOMER)
+    assert refused.value.reason == "guard" and "has not shipped" in str(refused.value)
     await case.client.ship_now(release)
     shipped = await case.wait(lambda s: s.release_shipped_at is not None)
     assert shipped.next_deadline and shipped.next_deadline.to == "Closing"
-    moved = await early.wait(lambda s: s.release_shipped_at is not None)
-    assert moved.status == "Pending Customer Testing" and not moved.rejected
-    await inbox.wait_for(Subject=f"release {release} has shipped")
-    assert shipped_mails(inbox, release) == {case.number: 1}
+    told = await early.wait(lambda s: s.release_shipped_at is not None)
+    assert told.status == "Pending Release" and not told.rejected
+    await inbox.wait_for(2, Subject=f"release {release} has shipped")
+    assert shipped_mails(inbox, release) == {case.number: 1, early.number: 1}
 
     await case.pass_time(10 * DAY)
     snap = await case.to("Pending Customer Testing", CUSTOMER)
@@ -322,7 +330,7 @@ async def test_a_case_registering_while_2000_cases_are_told_is_reached(
         await asyncio.wait_for(midway.wait(), 60)
         during = await release_status(env.client, release)
         assert during.shipped_at is not None and during.cases_to_notify > 0
-        await late.to("Pending Release", DEV, release_id=release)
+        await late.to("Pending Release", TIER2, release_id=release)
         await wait_release(env.client, release, lambda s: s.cases_registered == 2_001)
         resume.set()
 

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
-from temporalio.client import WorkflowFailureError, WorkflowHistory
+from temporalio.client import WorkflowFailureError
 from typer.testing import CliRunner
 
 from starter.cli import app
 from starter.client import CaseClient, CaseRejected
 from starter.signing import KeyFile, Signer, new_key, write_key
-from tests.reliability.test_replay import replayer
+from tests.reliability.test_replay import load, replayer
 from tests.scenario import CUSTOMER, TIER1, TIER2, Case
 from workflows import trust
 from workflows.case import SupportCase
@@ -258,7 +258,7 @@ async def test_releases_work_under_trusted_senders(
     await case.handoff(2, "defect_verification", TIER1)
     await case.walk(("Tier 2 Analysis", TIER2), ("Development", TIER2))
     release = unique("r")
-    await case.to("Pending Release", dev, release_id=release)
+    await case.to("Pending Release", TIER2, release_id=release)  # the owner tier's analyst
 
     train = TrainInput(train=unique("t"), release_format=release, ships_after="30d")
     await env.client.execute_workflow(
@@ -299,8 +299,9 @@ async def test_a_history_from_before_a_key_was_revoked_still_replays(
     history = await case.handle.fetch_history()
     queue = None  # a Replayer runs on a task queue of its own: the registry for any queue
 
-    # Today the desk's key is revoked: it gets an end, now. Yesterday's events replay as they ran.
-    revoked = senders.revoke("desk-1", datetime.now(UTC))
+    # Today the desk's key is revoked: it gets an end, now by the case's own clock (the test
+    # server's clock is its own). Yesterday's events replay as they ran.
+    revoked = senders.revoke("desk-1", await env.get_current_time(case.handle))
     trust.install(queue, trust.load(revoked))
     try:
         await replayer(SupportCase, Release).replay_workflow(history)
@@ -330,7 +331,7 @@ async def test_the_captured_trusted_histories_replay_against_the_file_of_today()
     trust.install(None, trust.load(TRUSTED_HISTORIES / "senders-revoked.json"))
     try:
         for path in files:
-            history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+            history = load(path)  # with the workflow id the run had (the case checks it)
             await replayer(SupportCase, Release).replay_workflow(history)
     finally:
         trust.install(None, None)

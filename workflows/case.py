@@ -149,14 +149,16 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             )
+        if self._opened_now:
+            # Counted before the first await: the activation after a local activity's result
+            # can count as replaying, and a replay records no metric.
+            metrics.transition(None, self._state.status)
         # The policy first: a start it refuses must not claim the number (nor run any effect).
         if self._opened_now and self._state.edition >= 2:
             await self._resolve_policy()
         self._integrity = workflow.patched(integrity.INTEGRITY_PATCH)
         if self._opened_now and self._integrity:
             await self._claim_case_number()
-        if self._opened_now:
-            metrics.transition(None, self._state.status)
         pump = asyncio.create_task(
             self._run_lanes() if workflow.patched(EFFECT_LANES_PATCH) else self._run_in_order()
         )
