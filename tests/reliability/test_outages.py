@@ -22,6 +22,7 @@ from tests.reliability.harness import (
     Plan,
     Tally,
     WorkerProcess,
+    arrived,
     case_worker_environment,
     check_deadline_instants,
     check_outcome,
@@ -90,7 +91,7 @@ async def recover(
     started = time.monotonic()
 
     async def done() -> bool:
-        if not wanted <= set(message_ids(inbox.messages)):
+        if not await arrived(store, plans, wanted, set(message_ids(inbox.messages))):
             return False
         described = await describe_all(client, ids)
         if any(d.case_status != str(expected[d.workflow_id].status) for d in described):

@@ -21,6 +21,7 @@ from tests.reliability.harness import (
     Plan,
     Tally,
     WorkerProcess,
+    arrived,
     check_deadline_instants,
     check_outcome,
     describe_all,
@@ -111,7 +112,7 @@ async def test_server_restart_on_the_embedded_sqlite_store(
     wanted = {m for e in expected.values() for m in e.message_ids}
 
     async def finished() -> bool:
-        if not wanted <= set(message_ids(inbox.messages)):
+        if not await arrived(store, plans, wanted, set(message_ids(inbox.messages))):
             return False
         described = await describe_all(client, ids)
         return all(d.case_status == str(expected[d.workflow_id].status) for d in described)

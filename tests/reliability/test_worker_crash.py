@@ -20,6 +20,7 @@ from tests.reliability.harness import (
     Plan,
     Tally,
     WorkerProcess,
+    arrived,
     case_worker_environment,
     check_deadline_instants,
     check_outcome,
@@ -52,7 +53,7 @@ async def finish(
     ids = [p.workflow_id for p in plans]
 
     async def done() -> bool:
-        if not wanted <= set(message_ids(inbox.messages)):
+        if not await arrived(store, plans, wanted, set(message_ids(inbox.messages))):
             return False
         described = await describe_all(client, ids)
         return all(d.case_status == str(expected[d.workflow_id].status) for d in described)
