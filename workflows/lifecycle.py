@@ -864,10 +864,11 @@ def _on_deadline(
     if current is None or current != deadline or now < deadline.at:
         raise Rejection("not_due", f"{deadline.action} is not due in {state.status}")
     late = state.edition >= 2 and now - deadline.at > ON_TIME
+    overtaken = state.edition >= 2 and deadline.to is None and _a_late_move(state, now)
     # On time, a deadline acts at its own instant, so the chain keeps the guide's instants; late
     # (no worker ran), the next stay counts from now and is never shortened by the outage.
     now = now if late else deadline.at
-    if state.edition >= 2 and deadline.to is None and _a_move_is_due(state, now):
+    if overtaken:
         # The move that is due too says it all (a Closing notice, the end of the work plan).
         if deadline.action is DeadlineKind.PCR_REMINDER:
             state.reminder_sent = True
@@ -926,8 +927,10 @@ def _review_done(state: CaseState, now: datetime) -> None:
         state.last_review_at = now
 
 
-def _a_move_is_due(state: CaseState, now: datetime) -> bool:
-    return any(d.to is not None and d.at <= now for d in pending_deadlines(state))
+def _a_late_move(state: CaseState, now: datetime) -> bool:
+    """A move of this stay is due and late: it acts now too, and its notice says it all. (Within
+    ON_TIME everything acts as at its instant, where the reminder came first.)"""
+    return any(d.to is not None and now - d.at > ON_TIME for d in pending_deadlines(state))
 
 
 def _enter(
