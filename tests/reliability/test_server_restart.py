@@ -110,6 +110,7 @@ async def test_server_restart_on_the_embedded_sqlite_store(
     assert await run_ids(client, ids) == runs  # the same runs resumed, none started anew
 
     wanted = {m for e in expected.values() for m in e.message_ids}
+    store = CaseStore(url)
 
     async def finished() -> bool:
         if not await arrived(store, plans, wanted, set(message_ids(inbox.messages))):
@@ -120,10 +121,9 @@ async def test_server_restart_on_the_embedded_sqlite_store(
     async def progress() -> str:
         return f"{len(wanted - set(message_ids(inbox.messages)))} emails missing\n{second.tail()}"
 
-    await wait_until(finished, RECOVERY_WITHIN, progress)
-    await asyncio.sleep(1.0)
-    store = CaseStore(url)
     try:
+        await wait_until(finished, RECOVERY_WITHIN, progress)
+        await asyncio.sleep(1.0)
         await check_outcome(client, store, plans, expected, message_ids(inbox.messages), tally)
         timers = await check_deadline_instants(store, plans)
     finally:
