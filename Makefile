@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint format typecheck docs screenshot bench clean
+.PHONY: run test lint format typecheck docs screenshot bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.deadlines
 	$(BIN)/python -m bench.memory
 	$(BIN)/python -m bench.plot
+
+# The soak (tests/soak/): random traffic and random faults for MINUTES, then every case checked
+# against the pure core. Loopback only; not part of `make test` nor of CI. The same SEED replays
+# the same traffic scripts and fault schedule (printed at the start).
+MINUTES ?= 30
+STORE ?= postgresql
+CASES ?= 500
+SEED ?=
+soak: $(STAMP)
+	MINUTES=$(MINUTES) STORE=$(STORE) CASES=$(CASES) SEED=$(SEED) $(BIN)/python -m tests.soak
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
