@@ -95,6 +95,7 @@ class SupportCase:
         self._opened_now = False  # this run opened the case (not a continued run)
         self._parked: Deadline | None = None  # a deadline the core failed on; waits for an event
         self._integrity = False  # the run claims its number and bounds its carried state
+        self._lanes = False  # the run's effects run in lanes (per kind, batched)
         # Search attributes and details are published once per activation, not once per event:
         # a flood of a thousand signals in one activation must stay one cheap workflow task.
         self._changed = True
@@ -140,6 +141,13 @@ class SupportCase:
             self._start_error = f"the case could not open: {err!r}"[:1_000]
         if self._start_error is not None:
             self._effects.clear()  # a refused start runs no effect
+        else:
+            # Every patch is decided in the run's first activation, before the first await (the
+            # lanes' at the run's start, where runs before this marker asked it). Asked after
+            # the policy's local activity, a patch could land in a later workflow task than the
+            # activity's marker (a query or a loaded worker splits them); replay, which learns a
+            # task's patches only when it reaches that task, then answered False, for good.
+            self._integrity = workflow.patched(integrity.INTEGRITY_PATCH)
 
     @workflow.run
     async def run(self, start: RawValue) -> Snapshot:
@@ -149,6 +157,7 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             )
+        self._lanes = workflow.patched(EFFECT_LANES_PATCH)
         if self._opened_now:
             # Counted before the first await: the activation after a local activity's result
             # can count as replaying, and a replay records no metric.
@@ -156,12 +165,9 @@ class SupportCase:
         # The policy first: a start it refuses must not claim the number (nor run any effect).
         if self._opened_now and self._state.edition >= 2:
             await self._resolve_policy()
-        self._integrity = workflow.patched(integrity.INTEGRITY_PATCH)
         if self._opened_now and self._integrity:
             await self._claim_case_number()
-        pump = asyncio.create_task(
-            self._run_lanes() if workflow.patched(EFFECT_LANES_PATCH) else self._run_in_order()
-        )
+        pump = asyncio.create_task(self._run_lanes() if self._lanes else self._run_in_order())
         while True:
             while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
                 await self._sleep_until_next_deadline()
@@ -206,7 +212,9 @@ class SupportCase:
             summary="read the organisation's deadline policy",
         )
         try:
-            self._commit(lifecycle.resolve_policy(self._state, settings, workflow.now()))
+            # At the opening instant: the task that hears the result may be a later one.
+            opened = self._state.opened_at
+            self._commit(lifecycle.resolve_policy(self._state, settings, opened))
         except Exception as err:
             message = err.message if isinstance(err, Rejection) else repr(err)
             raise ApplicationError(

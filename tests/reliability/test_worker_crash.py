@@ -38,6 +38,7 @@ from workflows.contract import DeadlinePolicy
 # is up. The reminder comes before the closing, as the policy requires.
 POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
 WITH_TIMERS = {"Pending Customer Response", "Closing"}
+BOTH_AT_THE_KILL = 5  # cases seen in activities, and on timers, just before the kill
 
 
 async def finish(
@@ -80,19 +81,34 @@ async def finish(
 async def kill_when_busy(
     client: Client, worker: WorkerProcess, inbox: Any, plans: list[Plan], fraction: float
 ) -> tuple[int, int]:
-    """Kill -9 once ``fraction`` of the emails arrived; how many cases were then in activities
-    and how many waiting on a timer."""
+    """Kill -9 once ``fraction`` of the emails arrived and the cases are seen both in activities
+    and on timers; how many cases were in each at the kill. Under load the first emails are all
+    openings, so an email count alone may catch no case on a timer yet (or every timer done)."""
     wanted = sum(len(expect(p).message_ids) for p in plans)
+    ids = [p.workflow_id for p in plans]
+    seen = (0, 0)
 
     async def busy() -> bool:
-        return len(inbox.messages) >= wanted * fraction
+        nonlocal seen
+        if len(inbox.messages) < wanted * fraction:
+            return False
+        described = await describe_all(client, ids)
+        seen = (
+            sum(d.pending_activities > 0 for d in described),
+            sum(d.case_status in WITH_TIMERS for d in described),
+        )
+        # A margin: a case seen in either an instant before the kill is still there at it.
+        return min(seen) >= BOTH_AT_THE_KILL
 
     async def progress() -> str:
-        return f"{len(inbox.messages)}/{wanted} emails before the kill\n{worker.tail()}"
+        return (
+            f"{len(inbox.messages)}/{wanted} emails before the kill, "
+            f"{seen[0]} cases in activities and {seen[1]} on timers\n{worker.tail()}"
+        )
 
-    await wait_until(busy, 60, progress)
+    await wait_until(busy, 120, progress)
     worker.kill()
-    at_kill = await describe_all(client, [p.workflow_id for p in plans])
+    at_kill = await describe_all(client, ids)
     in_activities = sum(d.pending_activities > 0 for d in at_kill)
     on_timers = sum(d.case_status in WITH_TIMERS for d in at_kill)
     assert in_activities > 0, "the kill should catch cases in activities"
