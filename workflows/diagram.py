@@ -29,16 +29,6 @@ from workflows.lifecycle import EDITION, OPENERS, CaseState, Rule, Via, rules
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"
 COMMAND = "python -m workflows.diagram --write"
 
-# Short edge-label forms of the guards (by function name); the rules table shows the full note.
-_GUARD_TAGS = {
-    "_back_to_owner": "owner tier",
-    "_work_plan_eligible": "normal/low, one institution",
-    "_needs_release": "with release_id",
-    "_owner_analyst_sets_release": "owner tier, with release_id",
-    "_release_shipped": "after the ship",
-    "_came_from_pending_release": "came from Pending Release",
-}
-
 _VIA_TAGS = {
     Via.TRANSITION: "",
     Via.CUSTOMER_REPLY: "reply",
@@ -140,7 +130,7 @@ def edge_label(rule: Rule, src: Status, dst: Status, policy: DeadlinePolicy) -> 
     elif tag := _VIA_TAGS[rule.via]:
         parts.append(tag)
     if rule.guard is not None:
-        parts.append(_GUARD_TAGS.get(rule.guard.__name__, "guarded"))
+        parts.append(rule.guard.label)
     return " · ".join(parts)
 
 

@@ -31,6 +31,7 @@ from workflows.contract import (
     Persist,
     PolicySettings,
     Register,
+    Status,
     case_workflow_id,
 )
 from workflows.payloads import Malformed, decode_object
@@ -235,7 +236,7 @@ def _deadlines(
 ) -> tuple[lifecycle.CaseState, list[object]]:
     """Every deadline due at ``now``, in turn, as the run loop acts on them."""
     effects: list[object] = []
-    while state.status is not lifecycle.S.CLOSED and (due := lifecycle.next_deadline(state)):
+    while state.status is not Status.CLOSED and (due := lifecycle.next_deadline(state)):
         if due.at > now:
             break
         try:
