@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows.calendar import SHORTEST_SPAN
-from workflows.contract import DeadlinePolicy, PolicyOverrides, PolicySettings
+from workflows.contract import TASK_QUEUE, DeadlinePolicy, PolicyOverrides, PolicySettings
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
 
@@ -22,7 +22,7 @@ DATA_DIR = Path(__file__).resolve().parent / ".data"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CASES_", extra="ignore")
 
-    task_queue: str = "support-cases"
+    task_queue: str = TASK_QUEUE
     database_url: str = f"sqlite+aiosqlite:///{DATA_DIR / 'cases.db'}"
     smtp_url: str | None = None
     mail_from: str = "Support <support-cases@localhost>"

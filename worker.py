@@ -77,6 +77,7 @@ PASSTHROUGH = (
     "workflows.bounds",
     "workflows.calendar",
     "workflows.contract",
+    "workflows.effects",
     "workflows.integrity",
     "workflows.lifecycle",
     "workflows.payloads",
@@ -85,7 +86,6 @@ PASSTHROUGH = (
     "workflows.trust",
     "jwt",
     "cryptography",
-    "activities.options",
 )
 
 

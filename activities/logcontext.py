@@ -19,7 +19,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-CASE_WORKFLOW_PREFIX = "case-"
+from workflows.contract import CASE_ID_PREFIX
 
 
 def case_number_of(args: Any, workflow_id: str | None) -> str | None:
@@ -32,8 +32,8 @@ def case_number_of(args: Any, workflow_id: str | None) -> str | None:
             number = arg.get("case_number")
         if isinstance(number, str):
             return number
-    if workflow_id and workflow_id.startswith(CASE_WORKFLOW_PREFIX):
-        return workflow_id.removeprefix(CASE_WORKFLOW_PREFIX)
+    if workflow_id and workflow_id.startswith(CASE_ID_PREFIX):
+        return workflow_id.removeprefix(CASE_ID_PREFIX)
     return None
 
 

@@ -30,11 +30,11 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.mailer import Mailer, Undeliverable, message_id
-from activities.options import NOTIFY_TIMEOUT
 from activities.store import CaseStore, OutboxMessage
 from activities.templates import render
 from settings import Settings
-from workflows.contract import Notify, UndeliveredMessage
+from workflows.contract import ActivityName, Notify, UndeliveredMessage
+from workflows.effects import NOTIFY_TIMEOUT
 
 # What the workflow gets back for each message: a word, or the refusal it shows in the snapshot.
 NotifyResult = Literal["sent", "already_sent", "kept"] | UndeliveredMessage
@@ -60,12 +60,12 @@ class NotifyActivities:
         # No SMTP URL is a supported setup (development, demos): messages wait in the outbox.
         self.mailer = Mailer(settings.smtp_url, settings.mail_from) if settings.smtp_url else None
 
-    @activity.defn(name="notify")
+    @activity.defn(name=ActivityName.NOTIFY)
     async def notify(self, request: Notify) -> NotifyResult:
         async with heartbeating():
             return await self._counted(request)
 
-    @activity.defn(name="notify_batch")
+    @activity.defn(name=ActivityName.NOTIFY_BATCH)
     async def notify_batch(self, requests: list[Notify]) -> list[NotifyResult]:
         """``notify`` for each, in order. A failure raises and Temporal retries the batch: the
         messages already sent are found sent in the outbox and skipped."""

@@ -7,14 +7,14 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.store import CaseStore
-from workflows.contract import BacklogChunk, ClaimCase, Persist
+from workflows.contract import ActivityName, BacklogChunk, ClaimCase, Persist
 
 
 class PersistActivities:
     def __init__(self, store: CaseStore) -> None:
         self.store = store
 
-    @activity.defn(name="persist")
+    @activity.defn(name=ActivityName.PERSIST)
     async def persist(self, request: Persist) -> None:
         # Safe to retry as often as Temporal likes: the store upserts by the workflow's seq.
         async with heartbeating():
@@ -27,7 +27,7 @@ class PersistActivities:
             status=str(request.case.status),
         )
 
-    @activity.defn(name="persist_batch")
+    @activity.defn(name=ActivityName.PERSIST_BATCH)
     async def persist_batch(self, requests: list[Persist]) -> None:
         # One transaction for the batch: a retry rewrites it all, harmlessly (upserts by seq).
         async with heartbeating():
@@ -38,7 +38,7 @@ class PersistActivities:
             count=len(requests),
         )
 
-    @activity.defn(name="claim_case")
+    @activity.defn(name=ActivityName.CLAIM_CASE)
     async def claim_case(self, claim: ClaimCase) -> str:
         """Claim the case number for the run that opens it; the run that holds it (this one,
         retried or not, or another: then the caller refuses to run; "" an unrecorded one)."""
@@ -52,13 +52,13 @@ class PersistActivities:
         )
         return owner or ""
 
-    @activity.defn(name="release_backlog_add")
+    @activity.defn(name=ActivityName.RELEASE_BACKLOG_ADD)
     async def release_backlog_add(self, chunk: BacklogChunk) -> None:
         """Keep a chunk of a release's registrations in the store (a retry writes nothing new)."""
         async with heartbeating():
             await self.store.backlog_add(chunk.release_id, chunk.chunk, chunk.case_numbers)
 
-    @activity.defn(name="release_backlog_load")
+    @activity.defn(name=ActivityName.RELEASE_BACKLOG_LOAD)
     async def release_backlog_load(self, chunk: BacklogChunk) -> BacklogChunk:
         async with heartbeating():
             numbers = await self.store.backlog(chunk.release_id, chunk.chunk)

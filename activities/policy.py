@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from temporalio import activity
 
-from activities.options import POLICY_SETTINGS
 from settings import Settings, policy_settings
-from workflows.contract import PolicySettings
+from workflows.contract import ActivityName, PolicySettings
 
 
 class PolicyActivities:
@@ -14,6 +13,6 @@ class PolicyActivities:
         # Parsed once: a bad setting stops the worker at start, never a case.
         self._policy = policy_settings(settings)
 
-    @activity.defn(name=POLICY_SETTINGS)
+    @activity.defn(name=ActivityName.POLICY_SETTINGS)
     async def policy_settings(self) -> PolicySettings:
         return self._policy

@@ -20,10 +20,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
+    RELEASE_PRIORITY,
     RELEASE_WORKFLOW,
+    ActivityName,
     Actor,
     FanOut,
     FanOutResult,
+    HandlerName,
     Register,
     RegisterCase,
     ReleaseInput,
@@ -33,18 +36,17 @@ from workflows.contract import (
     case_workflow_id,
     release_workflow_id,
 )
-from workflows.release import RELEASE_PRIORITY
 
 log = structlog.get_logger()
 
-E = TypeVar("E", bound=BaseModel)
+Event = TypeVar("Event", bound=BaseModel)
 
 # Signals in flight at once during a fan-out: enough to keep a server busy. Tests and the bench
 # change it (``ReleaseActivities(client, concurrency=...)``).
 CONCURRENCY = 64
 # Heartbeat (the checkpoint a retried attempt resumes from) this often; the SDK passes them on
 # to the server at its own pace (``max_heartbeat_throttle_interval``), well inside the timeout.
-HEARTBEAT_EVERY = 0.5  # seconds
+FAN_OUT_HEARTBEAT_INTERVAL = 0.5  # seconds
 
 
 # Who the worker's own release signals name, signed with its key under trusted senders.
@@ -69,7 +71,7 @@ class ReleaseActivities:
     def activities(self) -> list[Callable[..., Any]]:
         return [self.register_with_release, self.open_release, self.fan_out_release]
 
-    @activity.defn(name="register_with_release")
+    @activity.defn(name=ActivityName.REGISTER_WITH_RELEASE)
     async def register_with_release(self, effect: Register) -> None:
         # Signal-with-start: the first case of a release creates its (not yet scheduled) workflow.
         wid = release_workflow_id(effect.release_id)
@@ -79,13 +81,13 @@ class ReleaseActivities:
             ReleaseInput(release_id=effect.release_id),
             id=wid,
             task_queue=activity.info().task_queue,
-            start_signal="register_case",
+            start_signal=HandlerName.REGISTER_CASE,
             start_signal_args=[register],
             static_summary=f"Release {effect.release_id}",
             priority=RELEASE_PRIORITY,
         )
 
-    @activity.defn(name="open_release")
+    @activity.defn(name=ActivityName.OPEN_RELEASE)
     async def open_release(self, release: ReleaseInput) -> None:
         """Create the release scheduled for ``ships_at``, or schedule the one cases created."""
         assert release.ships_at is not None
@@ -96,19 +98,19 @@ class ReleaseActivities:
             release,
             id=wid,
             task_queue=activity.info().task_queue,
-            start_signal="reschedule",
+            start_signal=HandlerName.RESCHEDULE,
             start_signal_args=[move],
             static_summary=f"Release {release.release_id}",
             priority=RELEASE_PRIORITY,
         )
 
-    def _signed(self, workflow_id: str, event: E, actor: Actor) -> E:
+    def _signed(self, workflow_id: str, event: Event, actor: Actor) -> Event:
         """The event as the worker sends it: with its actor and proof under trusted senders."""
         if self._sign is None:
             return event
-        return cast(E, self._sign(workflow_id, event.model_copy(update={"actor": actor})))
+        return cast(Event, self._sign(workflow_id, event.model_copy(update={"actor": actor})))
 
-    @activity.defn(name="fan_out_release")
+    @activity.defn(name=ActivityName.FAN_OUT_RELEASE)
     async def fan_out_release(self, batch: FanOut) -> FanOutResult:
         details = activity.info().heartbeat_details
         start, skipped_before = (int(details[0]), int(details[1])) if details else (0, 0)
@@ -128,7 +130,7 @@ class ReleaseActivities:
             # On a clock, not on progress: a stalled signal must not look like a dead worker.
             while True:
                 progress.beat()
-                await asyncio.sleep(HEARTBEAT_EVERY)
+                await asyncio.sleep(FAN_OUT_HEARTBEAT_INTERVAL)
 
         ticker = asyncio.create_task(heartbeats())
         try:
@@ -157,7 +159,9 @@ class ReleaseActivities:
         wid = case_workflow_id(case_number)
         handle = self._client.get_workflow_handle(wid)
         try:
-            await handle.signal("release_shipped", self._signed(wid, event, RELEASE_ACTOR))
+            await handle.signal(
+                HandlerName.RELEASE_SHIPPED, self._signed(wid, event, RELEASE_ACTOR)
+            )
             return True
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:

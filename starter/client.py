@@ -40,6 +40,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from starter.signing import Signer
 from workflows import lifecycle, search
 from workflows.contract import (
+    CASE_ID_PREFIX,
     CASE_WORKFLOW,
     RELEASE_WORKFLOW,
     TASK_QUEUE,
@@ -47,6 +48,7 @@ from workflows.contract import (
     ApplyPolicy,
     CaseInput,
     CustomerReply,
+    HandlerName,
     ReleaseInput,
     ReleaseShipped,
     ReleaseStatus,
@@ -59,7 +61,7 @@ from workflows.contract import (
     release_workflow_id,
 )
 
-E = TypeVar("E", bound=BaseModel)
+Event = TypeVar("Event", bound=BaseModel)
 
 
 class CaseRejected(Exception):
@@ -94,7 +96,7 @@ class CaseRow(BaseModel):
         attrs = execution.typed_search_attributes
         status = execution.status
         return cls(
-            case_number=execution.id.removeprefix("case-"),
+            case_number=execution.id.removeprefix(CASE_ID_PREFIX),
             status=attrs.get(search.CASE_STATUS),
             priority=attrs.get(search.CASE_PRIORITY),
             institution=attrs.get(search.CASE_INSTITUTION),
@@ -236,7 +238,7 @@ class CaseClient:
         self.task_queue = task_queue
         self.signer = signer
 
-    def signed(self, workflow_id: str, event: E) -> E:
+    def signed(self, workflow_id: str, event: Event) -> Event:
         return self.signer.sign(workflow_id, event) if self.signer else event
 
     async def open(self, case: CaseInput) -> WorkflowHandle:
@@ -281,27 +283,27 @@ class CaseClient:
 
     async def snapshot(self, case_number: str) -> Snapshot:
         try:
-            return await self.handle(case_number).query("snapshot", result_type=Snapshot)
+            return await self.handle(case_number).query(HandlerName.SNAPSHOT, result_type=Snapshot)
         except RPCError as err:
             raise _translated(case_number, err) from None
 
     async def transition(self, case_number: str, request: TransitionRequest) -> Snapshot:
-        return await self._update(case_number, "transition", request)
+        return await self._update(case_number, HandlerName.TRANSITION, request)
 
     async def reply(self, case_number: str, reply: CustomerReply) -> Snapshot:
-        return await self._update(case_number, "customer_reply", reply)
+        return await self._update(case_number, HandlerName.CUSTOMER_REPLY, reply)
 
     async def handoff(self, case_number: str, handoff: TierHandoff) -> Snapshot:
-        return await self._update(case_number, "tier_handoff", handoff)
+        return await self._update(case_number, HandlerName.TIER_HANDOFF, handoff)
 
     async def apply_policy(self, case_number: str, change: ApplyPolicy) -> Snapshot:
-        return await self._update(case_number, "apply_policy", change)
+        return await self._update(case_number, HandlerName.APPLY_POLICY, change)
 
     async def preview_policy(self, case_number: str, change: ApplyPolicy) -> Snapshot:
         """The case as it would be with ``change`` applied now; nothing changes."""
         try:
             return await self.handle(case_number).query(
-                "policy_preview", change, result_type=Snapshot
+                HandlerName.POLICY_PREVIEW, change, result_type=Snapshot
             )
         except WorkflowQueryFailedError as err:
             raise CaseRejected(str(err), "rejected") from None
@@ -338,12 +340,6 @@ class CaseClient:
         async for execution in self.client.list_workflows(full, limit=limit, page_size=page_size):
             yield CaseRow.of(execution)
 
-    async def list(self, query: str, limit: int | None = None) -> AsyncIterator[WorkflowExecution]:
-        """Cases matching a visibility query, e.g. ``CaseStatus = "Closing"``, paged by the SDK."""
-        full = f'WorkflowType = "{CASE_WORKFLOW}"' + (f" AND {grouped(query)}" if query else "")
-        async for execution in self.client.list_workflows(full, limit=limit):
-            yield execution
-
     # ---- releases ------------------------------------------------------------------------------
 
     async def schedule_release(
@@ -357,7 +353,7 @@ class CaseClient:
             release,
             id=wid,
             task_queue=self.task_queue,
-            start_signal="reschedule" if move else None,
+            start_signal=HandlerName.RESCHEDULE if move else None,
             start_signal_args=[self.signed(wid, move)] if move else [],
         )
 
@@ -366,23 +362,23 @@ class CaseClient:
     ) -> None:
         wid = release_workflow_id(release_id)
         move = self.signed(wid, Reschedule(ships_at=ships_at, actor=actor))
-        await self.client.get_workflow_handle(wid).signal("reschedule", move)
+        await self.client.get_workflow_handle(wid).signal(HandlerName.RESCHEDULE, move)
 
     async def ship_now(self, release_id: str, actor: Actor | None = None) -> None:
         """Ship at once; with trusted senders, ``actor`` (staff) ships it, signed."""
         wid = release_workflow_id(release_id)
         handle = self.client.get_workflow_handle(wid)
         if actor is None:
-            await handle.signal("ship_now")  # no payload: as before trusted senders
+            await handle.signal(HandlerName.SHIP_NOW)  # no payload: as before trusted senders
         else:
-            await handle.signal("ship_now", self.signed(wid, ShipNow(actor=actor)))
+            await handle.signal(HandlerName.SHIP_NOW, self.signed(wid, ShipNow(actor=actor)))
 
     async def release_status(self, release_id: str) -> ReleaseStatus:
         handle = self.client.get_workflow_handle(release_workflow_id(release_id))
-        return await handle.query("status", result_type=ReleaseStatus)
+        return await handle.query(HandlerName.STATUS, result_type=ReleaseStatus)
 
     async def release_shipped(self, case_number: str, event: ReleaseShipped) -> None:
-        await self.signal(case_number, "release_shipped", event)
+        await self.signal(case_number, HandlerName.RELEASE_SHIPPED, event)
 
 
 def _translated(case_number: str, err: RPCError) -> Exception:

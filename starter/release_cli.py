@@ -34,8 +34,16 @@ from starter.schedules import (
     parse_calendar,
 )
 from workflows.calendar import Span, SpanError
-from workflows.contract import RELEASE_WORKFLOW, Actor, ReleaseInput, ReleaseStatus, Role
-from workflows.release import TrainInput, train_release
+from workflows.contract import (
+    RELEASE_ID_PREFIX,
+    RELEASE_WORKFLOW,
+    Actor,
+    ReleaseInput,
+    ReleaseStatus,
+    Role,
+    TrainInput,
+)
+from workflows.release import train_release
 
 app = typer.Typer(
     help="Releases: schedule one (or a release train), ship it now, see its progress, list them."
@@ -330,7 +338,7 @@ def list_(as_json: JsonOpt = False) -> None:
                         )
                     except (RPCError, WorkflowQueryFailedError):
                         # closed meanwhile, or no worker answering: listed without figures
-                        return handle.id.removeprefix("release-")
+                        return handle.id.removeprefix(RELEASE_ID_PREFIX)
 
             found = await asyncio.gather(*(one(h) for h in handles))
             releases = [r for r in found if isinstance(r, ReleaseStatus)]

@@ -23,6 +23,7 @@ from workflows.contract import (
     Status,
     TierHandoff,
     TransitionRequest,
+    case_workflow_id,
 )
 
 CUSTOMER = Actor(role="customer", name="Ann Reader", institution="Alma University")
@@ -117,12 +118,12 @@ class Case:
     async def pass_time(self, duration: timedelta) -> None:
         """Fast-forward this case's own clock (time skipping v2): its timers fire on the way."""
         # A handle pinned to an old run answers False after continue-as-new; follow the chain.
-        handle = self.env.client.get_workflow_handle(f"case-{self.number}")
+        handle = self.env.client.get_workflow_handle(case_workflow_id(self.number))
         await self.env.fast_forward(handle, duration)
 
     async def pass_until(self, instant: datetime) -> None:
         """Fast-forward this case's clock to ``instant`` (from wherever its virtual clock is)."""
-        handle = self.env.client.get_workflow_handle(f"case-{self.number}")
+        handle = self.env.client.get_workflow_handle(case_workflow_id(self.number))
         now = await self.env.get_current_time(handle)
         assert instant > now, f"{instant} is already past (the case's clock reads {now})"
         await self.env.fast_forward(handle, instant - now)

@@ -172,7 +172,7 @@ async def test_a_case_continues_as_new_in_its_worst_state(
 ) -> None:
     """The worst state, its pending comments stuck (no mail server): past the history bound
     the case continues as new carrying all of it, within the bound, and no task fails."""
-    monkeypatch.setattr(case_module, "HISTORY_BOUND", 10)
+    monkeypatch.setattr(case_module, "CASE_HISTORY_BOUND", 10)
     monkeypatch.setattr(case_module, "DRAIN_WAIT", timedelta(seconds=1))
     settings = worker_settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{unused_port}"})
     number = unique("WORST")
@@ -247,7 +247,7 @@ async def test_effects_over_their_budget_hold_the_continue_as_new_until_they_dra
     """The mail server is down with more comments pending than a run may carry: past its
     history bound the case does not continue as new (nothing is dropped); once the server is
     back and the comments drain under the budget, it does, carrying only what is left."""
-    monkeypatch.setattr(case_module, "HISTORY_BOUND", 10)
+    monkeypatch.setattr(case_module, "CASE_HISTORY_BOUND", 10)
     monkeypatch.setattr(case_module, "DRAIN_WAIT", timedelta(seconds=1))
     settings = worker_settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{unused_port}"})
     number = unique("HOLD")

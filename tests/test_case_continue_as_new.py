@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 
 from tests.scenario import TIER1, Case
-from workflows.case import HISTORY_BOUND
+from workflows.case import CASE_HISTORY_BOUND
 from workflows.contract import Actor, TransitionRequest
 
 DAY = timedelta(days=1)
@@ -28,7 +28,7 @@ async def test_continue_as_new_mid_deadline_keeps_the_deadline(
     handle = case.client.handle(case.number)
     wrong = TransitionRequest(to="Development", actor=Actor(role="tier1", name="Robot"))
     # In bursts, as a misbehaving system sends them: each burst lands in one workflow task.
-    for _ in range((HISTORY_BOUND + 200) // 100):
+    for _ in range((CASE_HISTORY_BOUND + 200) // 100):
         await asyncio.gather(*(handle.signal("transition", wrong) for _ in range(100)))
         await asyncio.sleep(0.05)
 

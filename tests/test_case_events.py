@@ -12,10 +12,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 
-from activities.options import BATCH_BYTES
 from starter.client import CaseRejected
 from tests.scenario import CUSTOMER, TIER1, Case
 from workflows.contract import Actor, CustomerReply, TransitionRequest
+from workflows.effects import EFFECT_BATCH_BYTES
 
 
 async def test_a_duplicate_event_id_has_one_effect(
@@ -44,7 +44,7 @@ async def test_sixty_long_comments_in_a_burst_go_out_in_bounded_batches(
 ):
     # A customer's system pastes a long log sixty times: 570 KB of emails to send at once, more
     # than Temporal likes in one payload (it warns above 512 KB, refuses above 2 MB), so the
-    # emails go out in batches of at most BATCH_BYTES.
+    # emails go out in batches of at most EFFECT_BATCH_BYTES.
     case = await Case(env, worker_settings.task_queue, unique("logs")).open()
     await case.to("Tier 1 Analysis", TIER1)
     log = "ERROR loans.export: totals differ by the renewals of the last day\n" * 140
@@ -66,7 +66,8 @@ async def test_sixty_long_comments_in_a_burst_go_out_in_bounded_batches(
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
         and e.activity_task_scheduled_event_attributes.activity_type.name == "notify_batch"
     ]
-    assert max(inputs) <= BATCH_BYTES + 16 * 1024, inputs  # the bound, give or take one email
+    # The bound, give or take one email.
+    assert max(inputs) <= EFFECT_BATCH_BYTES + 16 * 1024, inputs
 
 
 def raw(data: bytes, encoding: bytes = b"json/plain") -> RawValue:
@@ -171,22 +172,20 @@ async def test_ops_find_cases_by_search_attributes(env, case_worker, worker_sett
     await b.to("Tier 1 Analysis", TIER1)
 
     async def ids(query: str) -> set[str]:
-        return {e.id async for e in a.client.list(query)}
+        return {row.case_number async for row in a.client.find(query=query)}
 
     query = f'CaseInstitution = "{institution}" AND CaseStatus = "Pending Customer Response"'
     for _ in range(100):  # visibility is eventually consistent
-        if await ids(query) == {f"case-{a.number}"}:
+        if await ids(query) == {a.number}:
             break
         await asyncio.sleep(0.1)
-    assert await ids(query) == {f"case-{a.number}"}
-    assert await ids(f'CaseInstitution = "{institution}" AND CasePriority = "high"') == {
-        f"case-{b.number}"
-    }
+    assert await ids(query) == {a.number}
+    assert await ids(f'CaseInstitution = "{institution}" AND CasePriority = "high"') == {b.number}
     snap = await a.snapshot()
     assert snap.next_deadline is not None
     deadline = (snap.next_deadline.at + timedelta(seconds=1)).isoformat()
     assert await ids(f'CaseInstitution = "{institution}" AND CaseNextDeadline <= "{deadline}"') == {
-        f"case-{a.number}"
+        a.number
     }
     described = await a.client.handle(a.number).describe()
     attrs = described.typed_search_attributes

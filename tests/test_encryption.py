@@ -645,7 +645,7 @@ async def test_a_release_train_schedule_reads_back_with_a_key(
 ) -> None:
     # A Schedule keeps its workflow's arguments as the client encoded them: encrypted here.
     from starter.schedules import create_train, delete_train, describe_train, parse_calendar
-    from workflows.release import TrainInput
+    from workflows.contract import TrainInput
 
     client = keyed(env, encryption_key=KEY_A)
     name = unique("sealed")

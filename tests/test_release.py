@@ -48,9 +48,10 @@ from workflows.contract import (
     ReleaseShipped,
     ReleaseStatus,
     Reschedule,
+    TrainInput,
     release_workflow_id,
 )
-from workflows.release import TrainInput, TrainResult, train_release
+from workflows.release import TrainResult, train_release
 
 DAY = timedelta(days=1)
 MARGIN = timedelta(minutes=1)
@@ -356,7 +357,7 @@ async def test_registrations_and_fan_out_continue_as_new_and_keep_every_case(
 ):
     """Each registration is one event of the release's history: past its bound the release
     continues as new, carrying the cases not told yet; none is lost or told twice."""
-    monkeypatch.setattr(release_module, "HISTORY_BOUND", 80)
+    monkeypatch.setattr(release_module, "RELEASE_HISTORY_BOUND", 80)
     await upgrade(worker_settings.database_url)
     store = CaseStore(worker_settings.database_url)
     async with build_worker(env.client, worker_settings, store):

@@ -40,7 +40,7 @@ async def test_100000_registrations_stay_within_the_bound_and_each_case_is_told_
 ) -> None:
     # Smaller than in production, so that live registrations spill and runs continue as new.
     monkeypatch.setattr(release_module, "PENDING_BYTES", 16 * 1024)
-    monkeypatch.setattr(release_module, "HISTORY_BOUND", 1_000)
+    monkeypatch.setattr(release_module, "RELEASE_HISTORY_BOUND", 1_000)
     told: Counter[str] = Counter()
 
     async def count(self: Any, case_number: str, event: Any) -> bool:

@@ -34,9 +34,10 @@ from workflows.contract import (
     ReleaseStatus,
     Snapshot,
     Status,
+    TrainInput,
     TransitionRequest,
 )
-from workflows.release import Release, TrainInput
+from workflows.release import Release
 
 KB = Actor(role="kb_team", name="Kay Bee")
 # Histories captured under trusted senders, with their senders file (not in tests/histories/

@@ -21,27 +21,17 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from activities.options import (
-    BATCH_BYTES,
-    CLAIM,
-    CLAIM_RETRY,
-    CLAIM_TIMEOUT,
-    EFFECT_LANES,
-    EFFECT_OPTIONS,
-    HEARTBEAT_TIMEOUT,
-    POLICY_SETTINGS,
-    POLICY_SETTINGS_TIMEOUT,
-    EffectOptions,
-)
 from workflows import bounds, integrity, lifecycle, metrics, search, trust
 from workflows.contract import (
     CASE_WORKFLOW,
+    ActivityName,
     ApplyPolicy,
     CaseInput,
     ClaimCase,
     CustomerReply,
     Deadline,
     Effect,
+    HandlerName,
     Notify,
     Persist,
     PolicySettings,
@@ -53,15 +43,30 @@ from workflows.contract import (
     TransitionRequest,
     UndeliveredMessage,
 )
+from workflows.effects import (
+    CLAIM_RETRY,
+    CLAIM_TIMEOUT,
+    EFFECT_BATCH_BYTES,
+    EFFECT_LANES,
+    EFFECTS_IN_ORDER,
+    HEARTBEAT_TIMEOUT,
+    POLICY_SETTINGS_TIMEOUT,
+    EffectOptions,
+)
 from workflows.lifecycle import CarriedState, CaseState, Due, Rejection
-from workflows.payloads import Malformed, decode_object, excerpt, explain
+from workflows.payloads import Malformed, check_size, decode_object, excerpt, explain
 
-# Continue-as-new well before Temporal's own limits; a quiet case never gets near this.
-HISTORY_BOUND = 1_500
+# Continue-as-new past this many events, well before Temporal's own limits; a quiet case never
+# gets near it.
+CASE_HISTORY_BOUND = 1_500
 # How long a pending continue-as-new waits for the activities in flight before carrying them over.
 DRAIN_WAIT = timedelta(minutes=10)
 # Runs that record this marker run their effects in lanes (per kind, batched); runs started
-# before it existed replay their one-at-a-time effects unchanged (README, "Changing the workflow").
+# before it replay their one-at-a-time effects unchanged (README, "Changing the workflow").
+# The old branch goes in two deploys, each once no open run predates the one before: first
+# ``workflow.deprecate_patch`` with the lanes only, then neither call nor ``_run_in_order``.
+# What shows the time has come: ``WorkflowType = "SupportCase" AND ExecutionStatus = "Running"
+# AND StartTime < "<deploy date>"`` lists nothing (a continued run starts afresh, with the patch).
 EFFECT_LANES_PATCH = "effect-lanes"
 # Runs that record this marker run the rules' latest edition (``lifecycle.EDITION``) and read the
 # worker's policy settings when a case opens; older runs keep edition 1 until their next run.
@@ -69,17 +74,16 @@ EDITION_PATCH = "guide-edition-2"
 
 Event = CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped | ApplyPolicy
 
-# Rejections logged one by one per workflow task; past that, one line says how the rest are
-# seen (the metric counts each, the snapshot keeps the last): logging a flood line by line cost
-# most of a thousand-signal task, which then overran the SDK's two-second deadlock limit.
+# Rejections logged one by one per workflow task; past that, one line says where the rest are
+# (the metric, the snapshot): a flood logged line by line overruns the SDK's deadlock limit.
 LOGGED_REJECTIONS = 20
 
 EVENTS: dict[str, type[BaseModel]] = {
-    "customer_reply": CustomerReply,
-    "tier_handoff": TierHandoff,
-    "transition": TransitionRequest,
-    "release_shipped": ReleaseShipped,
-    "apply_policy": ApplyPolicy,
+    HandlerName.CUSTOMER_REPLY: CustomerReply,
+    HandlerName.TIER_HANDOFF: TierHandoff,
+    HandlerName.TRANSITION: TransitionRequest,
+    HandlerName.RELEASE_SHIPPED: ReleaseShipped,
+    HandlerName.APPLY_POLICY: ApplyPolicy,
 }
 
 
@@ -96,8 +100,8 @@ class SupportCase:
         self._parked: Deadline | None = None  # a deadline the core failed on; waits for an event
         self._integrity = False  # the run claims its number and bounds its carried state
         self._lanes = False  # the run's effects run in lanes (per kind, batched)
-        # Search attributes and details are published once per activation, not once per event:
-        # a flood of a thousand signals in one activation must stay one cheap workflow task.
+        # Search attributes and details are published once per activation, not once per event,
+        # so a flood of signals in one activation stays one cheap workflow task.
         self._changed = True
         self._logged_at: datetime | None = None  # the instant (task) of the last logged rejection
         self._logged = 0
@@ -105,9 +109,8 @@ class SupportCase:
         # Trusted senders, if this worker is configured with them (README "Trust model").
         self._senders = trust.installed(workflow.info().task_queue)
         try:
-            # The state a continued run carries (tails of history, rejections, seen event ids,
-            # effects not yet done) is routinely bigger than any event: the event limit applied
-            # to it failed the next run of every case whose state outgrew 64 KiB, for good.
+            # Decoded without the event size limit: the state a continued run carries is
+            # routinely bigger than any event (a new case's input is checked against it below).
             data = decode_object([start], "start input", limit=None)
             info = workflow.info()
             if "carried" in data:
@@ -120,7 +123,7 @@ class SupportCase:
                 if self._state.edition < lifecycle.EDITION and workflow.patched(EDITION_PATCH):
                     self._state = self._state.model_copy(update={"edition": lifecycle.EDITION})
             else:
-                decode_object([start], "start input")  # a new case: the event size limit
+                check_size([start], "start input")  # a new case: the event size limit
                 case = CaseInput.model_validate(data)
                 self._start_error = integrity.new_case_problem(info.workflow_id, case.case_number)
                 opener = info.first_execution_run_id or info.run_id
@@ -143,10 +146,8 @@ class SupportCase:
             self._effects.clear()  # a refused start runs no effect
         else:
             # Every patch is decided in the run's first activation, before the first await (the
-            # lanes' at the run's start, where runs before this marker asked it). Asked after
-            # the policy's local activity, a patch could land in a later workflow task than the
-            # activity's marker (a query or a loaded worker splits them); replay, which learns a
-            # task's patches only when it reaches that task, then answered False, for good.
+            # lanes' at the start of ``run``, where older runs asked it): replay learns a task's
+            # patches only when it reaches that task, so a patch asked later may replay False.
             self._integrity = workflow.patched(integrity.INTEGRITY_PATCH)
 
     @workflow.run
@@ -171,7 +172,7 @@ class SupportCase:
         while True:
             while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
                 await self._sleep_until_next_deadline()
-            self._publish_if_changed()
+            self._publish()
             if self._state.status is Status.CLOSED:
                 await workflow.wait_condition(lambda: not self._effects and not self._running)
                 pump.cancel()
@@ -184,7 +185,7 @@ class SupportCase:
         run_id = self._state.opened_by_run
         assert run_id is not None
         owner = await workflow.execute_activity(
-            CLAIM,
+            ActivityName.CLAIM_CASE,
             ClaimCase(case=lifecycle.case_record(self._state), run_id=run_id),
             result_type=str,
             start_to_close_timeout=CLAIM_TIMEOUT,
@@ -206,7 +207,7 @@ class SupportCase:
         """The worker's default policy and bounds, read once and kept in history: a changed
         setting never changes an open case, and a replay reads what the case read."""
         settings = await workflow.execute_local_activity(
-            POLICY_SETTINGS,
+            ActivityName.POLICY_SETTINGS,
             start_to_close_timeout=POLICY_SETTINGS_TIMEOUT,
             result_type=PolicySettings,
             summary="read the organisation's deadline policy",
@@ -226,7 +227,7 @@ class SupportCase:
     # ---- the clock ----------------------------------------------------------------------------
 
     async def _sleep_until_next_deadline(self) -> None:
-        self._publish_if_changed()
+        self._publish()
         due = lifecycle.next_deadline(self._state)
         if due is not None and due == self._parked:
             due = None  # the core failed on it: wait for an event to change the state
@@ -265,7 +266,8 @@ class SupportCase:
     def _should_continue_as_new(self) -> bool:
         info = workflow.info()
         due = (
-            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > CASE_HISTORY_BOUND
         )
         # Pending effects over their byte budget hold the continue-as-new until they drain: the
         # run keeps taking events and deadlines, and nothing is dropped.
@@ -296,7 +298,7 @@ class SupportCase:
 
         while True:
             await workflow.wait_condition(lambda: not self._draining and bool(pending()))
-            batch = take(pending(), options.batch, BATCH_BYTES)
+            batch = take(pending(), options.batch, EFFECT_BATCH_BYTES)
             self._running.add(kind)
             try:
                 await self._execute(options, batch)
@@ -316,7 +318,7 @@ class SupportCase:
             effect = self._effects[0]
             self._running.add("any")
             try:
-                await self._execute(EFFECT_OPTIONS[effect.kind], [effect])
+                await self._execute(EFFECTS_IN_ORDER[effect.kind], [effect])
             except ActivityError as err:
                 workflow.logger.error("effect failed", extra={"key": effect.key, "error": str(err)})
             finally:
@@ -363,46 +365,46 @@ class SupportCase:
         except Rejection as rejection:
             self._reject(name, rejection.reason, rejection.message, event=event)
 
-    @workflow.update(name="customer_reply")
+    @workflow.update(name=HandlerName.CUSTOMER_REPLY)
     def customer_reply_update(self, arg: RawValue) -> Snapshot:
-        return self._update("customer_reply", arg)
+        return self._update(HandlerName.CUSTOMER_REPLY, arg)
 
     @customer_reply_update.validator
     def _validate_customer_reply(self, arg: RawValue) -> None:
-        self._validate("customer_reply", arg)
+        self._validate(HandlerName.CUSTOMER_REPLY, arg)
 
-    @workflow.update(name="tier_handoff")
+    @workflow.update(name=HandlerName.TIER_HANDOFF)
     def tier_handoff_update(self, arg: RawValue) -> Snapshot:
-        return self._update("tier_handoff", arg)
+        return self._update(HandlerName.TIER_HANDOFF, arg)
 
     @tier_handoff_update.validator
     def _validate_tier_handoff(self, arg: RawValue) -> None:
-        self._validate("tier_handoff", arg)
+        self._validate(HandlerName.TIER_HANDOFF, arg)
 
-    @workflow.update(name="transition")
+    @workflow.update(name=HandlerName.TRANSITION)
     def transition_update(self, arg: RawValue) -> Snapshot:
-        return self._update("transition", arg)
+        return self._update(HandlerName.TRANSITION, arg)
 
     @transition_update.validator
     def _validate_transition(self, arg: RawValue) -> None:
-        self._validate("transition", arg)
+        self._validate(HandlerName.TRANSITION, arg)
 
-    @workflow.update(name="apply_policy")
+    @workflow.update(name=HandlerName.APPLY_POLICY)
     def apply_policy_update(self, arg: RawValue) -> Snapshot:
-        return self._update("apply_policy", arg)
+        return self._update(HandlerName.APPLY_POLICY, arg)
 
     @apply_policy_update.validator
     def _validate_apply_policy(self, arg: RawValue) -> None:
-        self._validate("apply_policy", arg)
+        self._validate(HandlerName.APPLY_POLICY, arg)
 
-    @workflow.query(name="snapshot")
+    @workflow.query(name=HandlerName.SNAPSHOT)
     def snapshot(self) -> Snapshot:
         return lifecycle.snapshot(self._state)
 
-    @workflow.query(name="policy_preview")
+    @workflow.query(name=HandlerName.POLICY_PREVIEW)
     def policy_preview(self, arg: RawValue) -> Snapshot:
         """The case as ``apply_policy`` with this payload would leave it now (a dry run)."""
-        event = self._parse("apply_policy", arg)
+        event = self._parse(HandlerName.APPLY_POLICY, arg)
         try:
             return lifecycle.snapshot(self._decide(event).state)  # type: ignore[arg-type]
         except Rejection as rejection:
@@ -505,8 +507,9 @@ class SupportCase:
 
     # ---- what ops see -------------------------------------------------------------------------
 
-    def _publish_if_changed(self) -> None:
-        """Keep search attributes and the UI's current details in step with the state."""
+    def _publish(self) -> None:
+        """Keep search attributes and the UI's current details in step with the state (once per
+        activation: only if it changed since the last time)."""
         if not self._changed:
             return
         self._changed = False

@@ -1,8 +1,9 @@
-"""The wire contract: every payload that crosses a boundary, as pydantic models.
+"""The wire contract: every name and payload that crosses a boundary.
 
-One module imported by the workflow, the activities, the CLI and other Python systems. Field
-names are exactly those of SPEC.md; everything is plain JSON (``json/plain``) on the wire, and
-instants are ISO-8601 strings with a UTC offset.
+The workflow types, ids, task queue, signal/update/query and activity names, and every payload
+as a pydantic model. One module imported by the workflow, the activities, the CLI and other
+Python systems. Field names are exactly those of SPEC.md; everything is plain JSON
+(``json/plain``) on the wire, and instants are ISO-8601 strings with a UTC offset.
 """
 
 from __future__ import annotations
@@ -21,24 +22,73 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from temporalio.common import Priority as TaskPriority
 
 from workflows.calendar import LONGEST_SPAN, SHORTEST_SPAN, Span, SpanField
 from workflows.mailbox import one_mailbox
 
-TASK_QUEUE = "support-cases"
+# ---- names other systems depend on: each written here once, never changed ------------------
+
+TASK_QUEUE = "support-cases"  # the default; a deployment sets CASES_TASK_QUEUE
 CASE_WORKFLOW = "SupportCase"
 RELEASE_WORKFLOW = "Release"
+RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
 
-# Hostile-input bounds: a raw event payload larger than this is rejected before decoding.
-MAX_EVENT_BYTES = 64 * 1024
+# Workflow ids: ``case-<case_number>`` and ``release-<release_id>``.
+CASE_ID_PREFIX = "case-"
+RELEASE_ID_PREFIX = "release-"
 
 
 def case_workflow_id(case_number: str) -> str:
-    return f"case-{case_number}"
+    return f"{CASE_ID_PREFIX}{case_number}"
 
 
 def release_workflow_id(release_id: str) -> str:
-    return f"release-{release_id}"
+    return f"{RELEASE_ID_PREFIX}{release_id}"
+
+
+class HandlerName(StrEnum):
+    """The signals, updates and queries of ``SupportCase`` and ``Release``."""
+
+    # SupportCase: events (each a signal, and all but release_shipped an update too)
+    CUSTOMER_REPLY = "customer_reply"
+    TIER_HANDOFF = "tier_handoff"
+    TRANSITION = "transition"
+    RELEASE_SHIPPED = "release_shipped"
+    APPLY_POLICY = "apply_policy"
+    # SupportCase: queries
+    SNAPSHOT = "snapshot"
+    POLICY_PREVIEW = "policy_preview"
+    # Release: signals (reschedule is an update too) and its query
+    REGISTER_CASE = "register_case"
+    RESCHEDULE = "reschedule"
+    SHIP_NOW = "ship_now"
+    STATUS = "status"
+
+
+class ActivityName(StrEnum):
+    """The activity types the workflows call and the worker registers."""
+
+    PERSIST = "persist"
+    PERSIST_BATCH = "persist_batch"
+    NOTIFY = "notify"
+    NOTIFY_BATCH = "notify_batch"
+    CLAIM_CASE = "claim_case"
+    POLICY_SETTINGS = "policy_settings"  # a local activity
+    REGISTER_WITH_RELEASE = "register_with_release"
+    RELEASE_BACKLOG_ADD = "release_backlog_add"
+    RELEASE_BACKLOG_LOAD = "release_backlog_load"
+    OPEN_RELEASE = "open_release"
+    FAN_OUT_RELEASE = "fan_out_release"
+
+
+# A release's workflow and its fan-out go ahead of everything else on the task queue (1 = first,
+# the default is 3): each fan-out batch makes a thousand cases react, and the next batch must not
+# wait behind the reactions to the last one.
+RELEASE_PRIORITY = TaskPriority(priority_key=1)
+
+# Hostile-input bounds: a raw event payload larger than this is rejected before decoding.
+MAX_EVENT_BYTES = 64 * 1024
 
 
 class Status(StrEnum):
@@ -478,6 +528,16 @@ class ShipNow(Wire):
     actor: Actor | None = None
     proof: Proof | None = None
     event_id: EventId | None = None
+
+
+class TrainInput(Wire):
+    """The fixed input a release train's Schedule starts ``ReleaseTrain`` with."""
+
+    train: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
+    # strftime of the ship instant (UTC); literal text is kept ("alma-%Y.%m" -> "alma-2026.12")
+    release_format: str = Field(default="%Y.%m", min_length=1, max_length=64)
+    # The release ships this long after the schedule fires; none: it ships as it opens.
+    ships_after: SpanField | None = None
 
 
 class ReleaseStatus(BaseModel):

@@ -25,10 +25,9 @@ def decode_object(
     itself (the state a continued run carries), bounded by Temporal's own payload limit."""
     if len(args) != 1:
         raise Malformed(f"{what} takes exactly one JSON object, got {len(args)} arguments")
+    if limit is not None:
+        check_size(args, what, limit)
     payload = args[0].payload
-    size = payload.ByteSize()
-    if limit is not None and size > limit:
-        raise Malformed(f"{what} payload is {size} bytes; the limit is {limit}")
     encoding = payload.metadata.get("encoding", b"")
     if encoding != b"json/plain":
         raise Malformed(
@@ -39,17 +38,22 @@ def decode_object(
     except ValueError:
         raise Malformed(f"{what} payload is not valid JSON") from None
     except RecursionError:
-        # "[[[[...]]]]" within the size limit: uncaught, it failed every workflow task of the
-        # case (a signal) for good.
+        # Deep nesting fits within the size limit; uncaught, it would fail every workflow task.
         raise Malformed(f"{what} payload nests too deeply") from None
     if not isinstance(data, dict):
         raise Malformed(f"{what} payload must be a JSON object, not {type(data).__name__}")
-    # JSON writes NUL only as an escape. PostgreSQL's text cannot hold it: a comment with one
-    # was accepted, then its email and history rows failed to store on every retry, for good,
-    # and every effect of the case after them waited behind.
+    # PostgreSQL's text cannot hold NUL: accepted, it fails every write of the case's effects.
+    # JSON writes NUL only as an escape, so only a payload with that escape is walked.
     if b"\\u0000" in payload.data and _has_nul(data):
         raise Malformed(f"{what} payload contains a NUL character (\\u0000)")
     return data
+
+
+def check_size(args: Sequence[RawValue], what: str, limit: int = MAX_EVENT_BYTES) -> None:
+    """``Malformed`` if the payload is over ``limit`` bytes (the bound ``decode_object`` keeps)."""
+    size = args[0].payload.ByteSize()
+    if size > limit:
+        raise Malformed(f"{what} payload is {size} bytes; the limit is {limit}")
 
 
 def _has_nul(data: Any) -> bool:

@@ -31,13 +31,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
-from temporalio.common import Priority, RawValue, RetryPolicy, SearchAttributeKey
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 from workflows import trust
-from workflows.calendar import SpanField
 from workflows.contract import (
     MAX_EVENT_BYTES,
+    RELEASE_PRIORITY,
+    RELEASE_TRAIN_WORKFLOW,
     RELEASE_WORKFLOW,
     Actor,
     BacklogChunk,
@@ -51,20 +52,18 @@ from workflows.contract import (
     Reschedule,
     Role,
     ShipNow,
-    Wire,
+    TrainInput,
     release_workflow_id,
 )
 from workflows.integrity import carried_release_problem
 from workflows.payloads import Malformed, decode_object, explain
 
-RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
-
 # Cases told per fan-out activity: its input (the case numbers) stays a few tens of kilobytes.
-BATCH = 1_000
+CASES_PER_FAN_OUT = 1_000
 # Continue as new past this many events (each registration is one), well before Temporal's
 # own limits; the carried state holds only the cases not told yet. Read at each check, so an
-# unsandboxed test worker can lower it (it is no part of any input).
-HISTORY_BOUND = 5_000
+# unsandboxed test worker can lower it.
+RELEASE_HISTORY_BOUND = 5_000
 # A fan-out attempt that stops heartbeating for this long is retried (from its checkpoint).
 FAN_OUT_HEARTBEAT = timedelta(seconds=10)
 FAN_OUT_TIMEOUT = timedelta(minutes=30)
@@ -84,11 +83,6 @@ BACKLOG_TIMEOUT = timedelta(seconds=60)
 # Runs that record this marker keep their registrations over PENDING_BYTES in the case store;
 # runs started before it keep them all in their carried state, as they did.
 RELEASE_BACKLOG_PATCH = "release-backlog"
-# Ahead of everything else on the task queue (Temporal's task queue priority, 1 = first, the
-# default is 3): each fan-out batch makes a thousand cases react (a workflow task and an email
-# each), and the next batch must not wait behind the reactions to the last one.
-RELEASE_PRIORITY = Priority(priority_key=1)
-
 # Set by the server on every workflow a Schedule starts: the instant the action was due.
 SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
@@ -156,7 +150,7 @@ class Release:
         self._backlog = workflow.patched(RELEASE_BACKLOG_PATCH)
         self._publish()
         while not self._ship_if_due():
-            if self._too_long():
+            if self._should_continue_as_new():
                 await self._continue_as_new()
             if self._over_budget():
                 await self._spill()
@@ -164,9 +158,13 @@ class Release:
             await self._wait_for_ship_time()
         while True:
             await workflow.wait_condition(
-                lambda: bool(self._state.pending) or self._too_long() or self._backlog_left()
+                lambda: (
+                    bool(self._state.pending)
+                    or self._should_continue_as_new()
+                    or self._backlog_left()
+                )
             )
-            if self._too_long():
+            if self._should_continue_as_new():
                 await self._continue_as_new()  # keeps what is over the budget in the store
             if not self._state.pending:
                 await self._load()
@@ -184,7 +182,7 @@ class Release:
                 lambda: (
                     s.shipped_at is not None
                     or s.ships_at != ships_at
-                    or self._too_long()
+                    or self._should_continue_as_new()
                     or self._over_budget()
                 ),
                 timeout=None if ships_at is None else ships_at - workflow.now(),
@@ -213,7 +211,7 @@ class Release:
     async def _fan_out_next_batch(self) -> None:
         s = self._state
         assert s.shipped_at is not None
-        batch = s.pending[:BATCH]
+        batch = s.pending[:CASES_PER_FAN_OUT]
         result = await workflow.execute_activity(
             "fan_out_release",
             FanOut(release_id=s.release_id, shipped_at=s.shipped_at, case_numbers=batch),
@@ -272,10 +270,11 @@ class Release:
 
     # ---- continue-as-new ----------------------------------------------------------------------
 
-    def _too_long(self) -> bool:
+    def _should_continue_as_new(self) -> bool:
         info = workflow.info()
         return (
-            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_BOUND
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > RELEASE_HISTORY_BOUND
         )
 
     async def _continue_as_new(self) -> None:
@@ -456,16 +455,6 @@ def _decode_start(start: RawValue) -> dict[str, Any]:
 
 
 # ---- release trains ---------------------------------------------------------------------------
-
-
-class TrainInput(Wire):
-    """The fixed input a release train's Schedule starts ``ReleaseTrain`` with."""
-
-    train: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$")
-    # strftime of the ship instant (UTC); literal text is kept ("alma-%Y.%m" -> "alma-2026.12")
-    release_format: str = Field(default="%Y.%m", min_length=1, max_length=64)
-    # The release ships this long after the schedule fires; none: it ships as it opens.
-    ships_after: SpanField | None = None
 
 
 class TrainResult(BaseModel):

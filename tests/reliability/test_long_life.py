@@ -37,7 +37,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from workflows import lifecycle
-from workflows.case import HISTORY_BOUND
+from workflows.case import CASE_HISTORY_BOUND
 from workflows.contract import MAX_EVENT_BYTES, Notify, Persist
 
 # The life: 5,000 events, over 3,000 status changes and 1,600 emails. The case runs
@@ -227,6 +227,6 @@ async def test_one_case_through_5000_events(
     tally.notes = (
         f"{len(plan.events)} events ({points[-1].rows - 1} status changes), done in "
         f"{took:.0f} s; {len(lengths)} runs, longest {max(lengths)} history events "
-        f"(bound {HISTORY_BOUND}), carried state up to {max(carried) // 1024} KiB; the "
+        f"(bound {CASE_HISTORY_BOUND}), carried state up to {max(carried) // 1024} KiB; the "
         "reminder once, at its instant"
     )

@@ -15,7 +15,6 @@ from sqlalchemy.engine import make_url
 from temporalio.api.enums.v1 import PendingActivityState
 
 from activities import upgrade
-from activities.options import NOTIFY_BATCH, PERSIST_BATCH
 from activities.store import CaseStore
 from tests.reliability.harness import (
     RECOVERY_WITHIN,
@@ -35,7 +34,7 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.reliability.tcp_proxy import TcpProxy
-from workflows.contract import DeadlinePolicy
+from workflows.contract import ActivityName, DeadlinePolicy
 
 POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
 # Seconds down: past the first retry of every activity, short of the third of notify's
@@ -168,7 +167,9 @@ async def test_smtp_outage_retries_with_back_off_and_sends_each_message_once(
         async def nothing() -> None:
             pass
 
-        retries = await outage(nothing, restart, env.client, plans, NOTIFY_BATCH, SMTP_OUTAGE)
+        retries = await outage(
+            nothing, restart, env.client, plans, ActivityName.NOTIFY_BATCH, SMTP_OUTAGE
+        )
         assert not inbox.messages
         pending = await store.outbox(pending_only=True)
         assert pending and all(e.last_error and e.sent_at is None for e in pending)
@@ -220,7 +221,9 @@ async def test_database_outage_persist_retries_and_every_row_exists_once(
             proxy.cut()
 
         cut_at = datetime.now(UTC)
-        retries = await outage(cut, proxy.restore, env.client, plans, PERSIST_BATCH, DB_OUTAGE)
+        retries = await outage(
+            cut, proxy.restore, env.client, plans, ActivityName.PERSIST_BATCH, DB_OUTAGE
+        )
         back_off = check_back_off(retries, 1.0, DB_OUTAGE)
         # A cut can lose the answer to the commit recording that a send begins: the row says
         # "handed", the attempt failed before sending, and the next one can only resend in doubt.

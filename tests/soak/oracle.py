@@ -22,10 +22,10 @@ from temporalio.client import Client
 from temporalio.common import RawValue
 
 from activities.mailer import message_id
-from activities.options import CLAIM
 from workflows import bounds, lifecycle
 from workflows.case import EVENTS
 from workflows.contract import (
+    ActivityName,
     CaseInput,
     Notify,
     Persist,
@@ -135,7 +135,7 @@ def replay(
                 activity_types[event.event_id] = attrs_a.activity_type.name
             elif kind == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
                 scheduled = event.activity_task_completed_event_attributes.scheduled_event_id
-                if activity_types.get(scheduled) == CLAIM:
+                if activity_types.get(scheduled) == ActivityName.CLAIM_CASE:
                     pending.append(_Job(event.event_id, "", claim=True))
             elif kind == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
                 started_at = _when(event)
