@@ -25,7 +25,7 @@ STARTED = time.monotonic()
 if __name__ == "__main__":
     # A cold start is mostly the imports below: spawn the embedded server first, so that it
     # boots meanwhile (``main`` adopts it; any problem is met again there and said in one line).
-    from starter.devserver import spawn_early
+    from runtime.devserver import spawn_early
 
     EARLY_SERVER = spawn_early()
 
@@ -40,8 +40,7 @@ from activities.db import ACTIVITY_SLOTS, async_url, is_sqlite
 from activities.logcontext import ActivityLogContext
 from activities.mailer import Mailer, SmtpTlsRequired
 from activities.releases import ReleaseActivities
-from settings import Settings, get_settings
-from starter.connection import (
+from runtime.connection import (
     SearchAttributeProblem,
     TemporalUnavailable,
     address_configured,
@@ -51,13 +50,15 @@ from starter.connection import (
     load_profile,
     redacted,
 )
-from starter.devserver import DevServer, DevServerConfig, DevServerError
-from starter.encryption import EncryptionCodec, EncryptionConfigError
+from runtime.devserver import DevServer, DevServerConfig, DevServerError
+from runtime.encryption import EncryptionCodec, EncryptionConfigError
+from runtime.telemetry import install_metrics
+from settings import Settings, get_settings
 from starter.signing import Signer
-from starter.telemetry import install_metrics
 from workflows import trust
 from workflows.case import SupportCase
-from workflows.release import Release, ReleaseTrain
+from workflows.release import Release
+from workflows.train import ReleaseTrain
 
 log = structlog.get_logger()
 

@@ -19,10 +19,10 @@ from rich.table import Table
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from runtime.connection import connect
 from settings import Settings
 from starter import signing
 from starter.client import CaseClient
-from starter.connection import connect
 from starter.output import BadInput, Code, ago, emit_json, fail, handled, out, when
 from starter.schedules import (
     CalendarError,
@@ -35,7 +35,7 @@ from starter.schedules import (
 )
 from workflows.calendar import Span, SpanError
 from workflows.contract import RELEASE_WORKFLOW, Actor, ReleaseInput, ReleaseStatus, Role
-from workflows.release import TrainInput, train_release
+from workflows.train import TrainInput, train_release
 
 app = typer.Typer(
     help="Releases: schedule one (or a release train), ship it now, see its progress, list them."

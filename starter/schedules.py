@@ -12,7 +12,7 @@ release unscheduled; the train then schedules it).
 ::
 
     from starter.schedules import create_train, parse_calendar
-    from workflows.release import TrainInput
+    from workflows.train import TrainInput
 
     await create_train(
         client,
@@ -45,7 +45,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.release import RELEASE_TRAIN_WORKFLOW, TrainInput, train_release
+from workflows.train import RELEASE_TRAIN_WORKFLOW, TrainInput, train_release
 
 TRAIN_SCHEDULE_PREFIX = "release-train-"
 # A train that could not fire (the server was down) still opens its release this much later.

@@ -45,11 +45,17 @@ TO_PENDING_RELEASE = (
 
 
 def pending_release_state(
-    case_number: str, release_id: str, policy: DeadlinePolicy | None = None
+    case_number: str,
+    release_id: str,
+    policy: DeadlinePolicy | None = None,
+    *,
+    now: datetime | None = None,
+    registers: bool = True,
 ) -> CarriedState:
-    """A case walked to Pending Release by the pure core, as a continued run would carry it,
-    with its registration with the release still to do: the case registers itself."""
-    now = datetime.now(UTC)
+    """A case walked to Pending Release by the pure core, as a continued run would carry it;
+    ``registers``: with its registration with the release still to do (the case registers
+    itself), else as if the release carried it already."""
+    now = now or datetime.now(UTC)
     case = CaseInput(
         case_number=case_number,
         institution="Alma University",
@@ -66,7 +72,7 @@ def pending_release_state(
     decision = lifecycle.decide(
         state, TransitionRequest(to=Status.PENDING_RELEASE, actor=TIER2, release_id=release_id), now
     )
-    register = [e for e in decision.effects if isinstance(e, Register)]
+    register = [e for e in decision.effects if isinstance(e, Register)] if registers else []
     return CarriedState(carried=decision.state, effects=register)
 
 

@@ -21,7 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 import logs
 from activities import CaseStore, upgrade
-from starter.telemetry import metrics_runtime
+from runtime.telemetry import metrics_runtime
 from tests.conftest import free_port
 from tests.scenario import TIER1, Case
 from worker import build_worker

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from runtime.devserver import DevServer, DevServerConfig
 from settings import Settings
 from starter.client import CaseClient
-from starter.devserver import DevServer, DevServerConfig
 from tests import readme
 from tests.conftest import free_port
 from tests.scenario import worker_polling

@@ -50,7 +50,7 @@ from workflows.contract import (
     Reschedule,
     release_workflow_id,
 )
-from workflows.release import TrainInput, TrainResult, train_release
+from workflows.train import TrainInput, TrainResult, train_release
 
 DAY = timedelta(days=1)
 MARGIN = timedelta(minutes=1)

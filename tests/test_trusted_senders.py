@@ -36,7 +36,8 @@ from workflows.contract import (
     Status,
     TransitionRequest,
 )
-from workflows.release import Release, TrainInput
+from workflows.release import Release
+from workflows.train import TrainInput
 
 KB = Actor(role="kb_team", name="Kay Bee")
 # Histories captured under trusted senders, with their senders file (not in tests/histories/
