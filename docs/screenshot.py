@@ -37,10 +37,9 @@ sys.path.insert(0, str(ROOT))
 from runtime.devserver import DevServer, DevServerConfig  # noqa: E402
 from settings import Settings  # noqa: E402
 from starter.client import CaseClient  # noqa: E402
-from starter.demo import DEV, TIER1, TIER2, customer_of  # noqa: E402
+from starter.demo import DEV, TIER1, TIER2, customer_of, demo_case  # noqa: E402
 from workflows.contract import (  # noqa: E402
     Actor,
-    CaseInput,
     CustomerReply,
     Priority,
     Status,
@@ -76,17 +75,7 @@ CASES: list[tuple[str, str, Priority, str, str]] = [
 async def open_cases(cases: CaseClient) -> None:
     for number, institution, priority, title, story in CASES:
         customer = customer_of(institution)
-        await cases.open(
-            CaseInput(
-                case_number=number,
-                institution=institution,
-                product="Alma",
-                priority=priority,
-                title=title,
-                contact_email=f"contact-{number}@example.org",
-                opened_by=customer,
-            )
-        )
+        await cases.open(demo_case(number, institution, priority, title, customer))
 
         async def to(status: Status, actor: Actor, number: str = number, **kw: Any) -> None:
             await cases.transition(number, TransitionRequest(to=status, actor=actor, **kw))

@@ -47,6 +47,27 @@ def customer_of(institution: str) -> Actor:
     return Actor(role=Role.CUSTOMER, name="Ann Reader", institution=institution)
 
 
+def demo_case(
+    number: str,
+    institution: str,
+    priority: Priority,
+    title: str,
+    opened_by: Actor,
+    policy: DeadlinePolicy | None = None,
+) -> CaseInput:
+    """A case of the demo's product, its contact an address of its own."""
+    return CaseInput(
+        case_number=number,
+        institution=institution,
+        product="Alma",
+        priority=priority,
+        title=title,
+        contact_email=f"contact-{number}@example.org",
+        opened_by=opened_by,
+        policy=policy,
+    )
+
+
 # (institution, title, priority, story): each story leaves its case in another kind of wait.
 DEMO_STORIES: list[tuple[str, str, Priority, str]] = [
     ("Alma University", "Loans report shows wrong totals", Priority.NORMAL, "pcr"),
@@ -89,19 +110,8 @@ async def open_demo(cases: CaseClient, answer: Answer) -> tuple[list[tuple[str, 
     opened: list[tuple[str, str]] = []
     for i, (institution, title, priority, story) in enumerate(DEMO_STORIES, start=1):
         number = f"{prefix}{i:02d}"
-        await cases.open(
-            CaseInput(
-                case_number=number,
-                institution=institution,
-                product="Alma",
-                priority=priority,
-                title=title,
-                contact_email=f"contact-{number}@example.org",
-                # Staff set a policy at open (a customer's would be ignored: defaults apply).
-                opened_by=TIER1,
-                policy=DEMO_POLICY,
-            )
-        )
+        # Staff set a policy at open (a customer's would be ignored: defaults apply).
+        await cases.open(demo_case(number, institution, priority, title, TIER1, DEMO_POLICY))
 
         async def to(status: Status, actor: Actor, number: str = number, **kw: Any) -> None:
             request = TransitionRequest(to=status, actor=actor, **kw)
