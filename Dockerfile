@@ -22,6 +22,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY settings.py logs.py worker.py ./
 COPY workflows ./workflows
 COPY activities ./activities
+COPY runtime ./runtime
 COPY starter ./starter
 
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin cases \

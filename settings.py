@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     data_dir: Path = DATA_DIR  # the dev server's SQLite file and log live here
     # The embedded dev server's Web UI decodes payloads through this codec server (if set).
     ui_codec_endpoint: str | None = None
-    # Payload encryption (starter.encryption): one base64 AES-256 key, or a TOML file of key
+    # Payload encryption (runtime.encryption): one base64 AES-256 key, or a TOML file of key
     # ids and keys naming the current one (rotation); at most one of the two.
     encryption_key: SecretStr | None = None
     encryption_keys_file: Path | None = None

@@ -2,7 +2,7 @@
 
 ``python worker.py`` with a Temporal address configured (Temporal's environment configuration:
 ``TEMPORAL_ADDRESS``, a ``TEMPORAL_PROFILE``, TLS, API key) connects there and registers any
-missing search attribute. With none, it starts the embedded dev server (``starter.devserver``:
+missing search attribute. With none, it starts the embedded dev server (``runtime.devserver``:
 the installed ``temporal`` CLI, persisted under ``.data/``, Web UI on http://localhost:8233) and
 runs against it. Ctrl-C or SIGTERM drains the worker, then stops the server; a second Ctrl-C
 stops at once. Start-up problems are one line on stderr and exit code 1.
@@ -25,7 +25,7 @@ STARTED = time.monotonic()
 if __name__ == "__main__":
     # A cold start is mostly the imports below: spawn the embedded server first, so that it
     # boots meanwhile (``main`` adopts it; any problem is met again there and said in one line).
-    from starter.devserver import spawn_early
+    from runtime.devserver import spawn_early
 
     EARLY_SERVER = spawn_early()
 
@@ -40,8 +40,7 @@ from activities.db import ACTIVITY_SLOTS, async_url, is_sqlite
 from activities.logcontext import ActivityLogContext
 from activities.mailer import Mailer, SmtpTlsRequired
 from activities.releases import ReleaseActivities
-from settings import Settings, get_settings
-from starter.connection import (
+from runtime.connection import (
     SearchAttributeProblem,
     TemporalUnavailable,
     address_configured,
@@ -51,13 +50,15 @@ from starter.connection import (
     load_profile,
     redacted,
 )
-from starter.devserver import DevServer, DevServerConfig, DevServerError
-from starter.encryption import EncryptionCodec, EncryptionConfigError
-from starter.signing import Signer
-from starter.telemetry import install_metrics
+from runtime.devserver import DevServer, DevServerConfig, DevServerError
+from runtime.encryption import EncryptionCodec, EncryptionConfigError
+from runtime.signing import Signer
+from runtime.telemetry import install_metrics
+from settings import Settings, get_settings
 from workflows import trust
 from workflows.case import SupportCase
-from workflows.release import Release, ReleaseTrain
+from workflows.release import Release
+from workflows.train import ReleaseTrain
 
 log = structlog.get_logger()
 
@@ -170,7 +171,7 @@ async def run_worker(
             "worker polling",
             task_queue=settings.task_queue,
             namespace=client.namespace,
-            # The key new payloads are encrypted with (starter.encryption), or "off".
+            # The key new payloads are encrypted with (runtime.encryption), or "off".
             encryption=codec.keys.current if isinstance(codec, EncryptionCodec) else "off",
         )
         try:

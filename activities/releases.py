@@ -20,7 +20,6 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import (
-    RELEASE_PRIORITY,
     RELEASE_WORKFLOW,
     ActivityName,
     Actor,
@@ -36,6 +35,7 @@ from workflows.contract import (
     case_workflow_id,
     release_workflow_id,
 )
+from workflows.effects import RELEASE_PRIORITY
 
 log = structlog.get_logger()
 
@@ -53,7 +53,7 @@ FAN_OUT_HEARTBEAT_INTERVAL = 0.5  # seconds
 TRAIN_ACTOR = Actor(role=Role.DEVELOPMENT, name="release train")
 RELEASE_ACTOR = Actor(role=Role.DEVELOPMENT, name="release")
 
-# Signs an event for a workflow id: ``starter.signing.Signer.sign``.
+# Signs an event for a workflow id: ``runtime.signing.Signer.sign``.
 Sign = Callable[[str, Any], Any]
 
 

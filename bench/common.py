@@ -29,7 +29,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from starter.connection import temporal_cli
+from runtime.connection import temporal_cli
 from workflows import search
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -46,8 +46,8 @@ from bench.common import (
     worker_process,
     write_results,
 )
-from bench.lifecycle import CUSTOMER, TIER1, TIER2
 from starter.client import CaseClient
+from tests.scenario import CUSTOMER, TIER1, TIER2
 from workflows.contract import (
     CaseInput,
     DeadlinePolicy,

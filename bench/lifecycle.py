@@ -59,6 +59,7 @@ from bench.common import (
     write_results,
 )
 from starter.client import CaseClient
+from tests.scenario import CUSTOMER, TIER1, TIER2
 from workflows.contract import (
     Actor,
     CaseInput,
@@ -71,11 +72,6 @@ from workflows.contract import (
     TierHandoff,
     TransitionRequest,
 )
-
-CUSTOMER = Actor(role="customer", name="Ann Reader", institution="Alma University")
-TIER1 = Actor(role="tier1", name="Tom One")
-TIER2 = Actor(role="tier2", name="Tess Two")
-DEV = Actor(role="development", name="Dev Eloper")
 
 REMINDER_S = 2.0
 DEMO_POLICY = DeadlinePolicy.model_validate(

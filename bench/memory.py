@@ -47,9 +47,9 @@ from bench.common import (
     worker_process,
     write_results,
 )
-from bench.lifecycle import CUSTOMER, DEV, TIER1, TIER2
+from runtime.connection import temporal_cli
 from starter.client import CaseClient
-from starter.connection import temporal_cli
+from tests.scenario import CUSTOMER, DEV, TIER1, TIER2
 from workflows import search
 from workflows.contract import CaseInput, CustomerReply, Status, TransitionRequest
 

@@ -56,59 +56,21 @@ from bench.common import (
     write_results,
 )
 from starter.client import CaseClient, case_query
+from tests.releases import pending_release_state
 from tests.seed import start_continued
-from workflows import lifecycle
-from workflows.case import CarriedState
 from workflows.contract import (
     CASE_WORKFLOW,
     RELEASE_WORKFLOW,
-    Actor,
-    CaseInput,
     FanOutResult,
-    Register,
     ReleaseShipped,
     ReleaseStatus,
     Status,
-    TierHandoff,
-    TransitionRequest,
     case_workflow_id,
     release_workflow_id,
 )
-from workflows.release import Carried, ReleaseState
+from workflows.release import CarriedRelease, ReleaseState
 
-CUSTOMER = Actor(role="customer", name="Ann Reader", institution="Alma University")
-TIER1 = Actor(role="tier1", name="Tom One")
-TIER2 = Actor(role="tier2", name="Tess Two")
-DEV = Actor(role="development", name="Dev Eloper")
 POLL_EVERY = 0.1
-
-
-def pending_release(
-    number: str, release_id: str, now: datetime, *, registers: bool
-) -> CarriedState:
-    """A case in Pending Release as the pure core leaves it; ``registers``: its registration
-    with the release still to do (else the release carries it already)."""
-    case = CaseInput(
-        case_number=number,
-        institution="Alma University",
-        product="Alma",
-        priority="normal",
-        title="Loans report shows wrong totals",
-        contact_email="ann@alma.example",
-        opened_by=CUSTOMER,
-    )
-    state = lifecycle.open_case(case, now).state
-    for event in (
-        TransitionRequest(to=Status.TIER1_ANALYSIS, actor=TIER1),
-        TierHandoff(to_tier=2, reason="defect_verification", actor=TIER1),
-        TransitionRequest(to=Status.TIER2_ANALYSIS, actor=TIER2),
-        TransitionRequest(to=Status.DEVELOPMENT, actor=TIER2),
-        TransitionRequest(to=Status.PENDING_RELEASE, actor=TIER2, release_id=release_id),
-    ):
-        decision = lifecycle.decide(state, event, now)
-        state = decision.state
-    register = [e for e in decision.effects if isinstance(e, Register)] if registers else []
-    return CarriedState(carried=state, effects=register)
 
 
 async def release_status(client: Client, release_id: str) -> ReleaseStatus | None:
@@ -147,11 +109,11 @@ async def seed(
         # Carried state is taken only from a continue-as-new of the workflow's own (a run
         # continued from a seed run: ``tests/seed.py``).
         carried = ReleaseState(release_id=release_id, pending=numbers, registered=len(numbers))
-        seed = [(release_workflow_id(release_id), Carried(carried=carried))]
+        seed = [(release_workflow_id(release_id), CarriedRelease(carried=carried))]
         await start_continued(client, RELEASE_WORKFLOW, task_queue, seed)
 
     cases = [
-        (case_workflow_id(n), pending_release(n, release_id, now, registers=registers))
+        (case_workflow_id(n), pending_release_state(n, release_id, now=now, registers=registers))
         for n in numbers
     ]
     await start_continued(client, CASE_WORKFLOW, task_queue, cases, concurrency=concurrency)
@@ -278,7 +240,7 @@ async def release_to_bare(
     numbers = [f"B{run}-{i:05d}" for i in range(count)]
     await start_waiters(client, bare_q, [case_workflow_id(n) for n in numbers])
     carried = ReleaseState(release_id=release_id, pending=numbers, registered=count)
-    seed = [(release_workflow_id(release_id), Carried(carried=carried))]
+    seed = [(release_workflow_id(release_id), CarriedRelease(carried=carried))]
     await start_continued(client, RELEASE_WORKFLOW, engine_q, seed)
     delivered, status = await ship(client, release_id, count, timeout)
     return {"delivered_s": delivered, "notified": status.cases_notified}

@@ -34,15 +34,14 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from runtime.devserver import DevServer, DevServerConfig  # noqa: E402
 from settings import Settings  # noqa: E402
 from starter.client import CaseClient  # noqa: E402
-from starter.devserver import DevServer, DevServerConfig  # noqa: E402
+from starter.demo import DEV, TIER1, TIER2, customer_of, demo_case  # noqa: E402
 from workflows.contract import (  # noqa: E402
     Actor,
-    CaseInput,
     CustomerReply,
     Priority,
-    Role,
     Status,
     TierHandoff,
     TransitionRequest,
@@ -60,10 +59,6 @@ COLUMNS = [
 ]
 QUERY = 'WorkflowType = "SupportCase"'
 
-TIER1 = Actor(role=Role.TIER1, name="Tom One")
-TIER2 = Actor(role=Role.TIER2, name="Tess Two")
-DEV = Actor(role=Role.DEVELOPMENT, name="Dev Eloper")
-
 # (case number, institution, priority, title, how far it goes)
 CASES: list[tuple[str, str, Priority, str, str]] = [
     ("00123456", "Alma University", Priority.NORMAL, "Loans report shows wrong totals", "pcr"),
@@ -79,18 +74,8 @@ CASES: list[tuple[str, str, Priority, str, str]] = [
 
 async def open_cases(cases: CaseClient) -> None:
     for number, institution, priority, title, story in CASES:
-        customer = Actor(role=Role.CUSTOMER, name="Ann Reader", institution=institution)
-        await cases.open(
-            CaseInput(
-                case_number=number,
-                institution=institution,
-                product="Alma",
-                priority=priority,
-                title=title,
-                contact_email=f"contact-{number}@example.org",
-                opened_by=customer,
-            )
-        )
+        customer = customer_of(institution)
+        await cases.open(demo_case(number, institution, priority, title, customer))
 
         async def to(status: Status, actor: Actor, number: str = number, **kw: Any) -> None:
             await cases.transition(number, TransitionRequest(to=status, actor=actor, **kw))
@@ -288,8 +273,8 @@ def shoot_codec(ui: str) -> None:
 
 async def main_codec() -> None:
     """The cases with a key set; the UI decodes them through the codec server."""
+    from runtime.encryption import data_converter, new_key
     from starter import codec_server
-    from starter.encryption import data_converter, new_key
     from worker import run_worker
 
     with tempfile.TemporaryDirectory(prefix="cases-screenshot-") as tmp:

@@ -11,31 +11,32 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Coroutine
-from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import quote
 
 import typer
-from rich.table import Table
 from temporalio.client import Client
 
+from runtime import signing
+from runtime.connection import TemporalUnavailable, address_configured, connect
+from runtime.pollers import pollers, worker_polls
 from settings import Settings
-from starter import keys_cli, policy_cli, release_cli, report_cli, signing
+from starter import keys_cli, policy_cli, release_cli, report_cli
 from starter.client import CaseClient, CaseRow, case_query
-from starter.connection import TemporalUnavailable, address_configured, connect
-from starter.output import BadInput, Code, ago, emit_json, err, fail, handled, out, safe, when
-from starter.pollers import pollers, worker_polls
+from starter.demo import DEMO_POLICY, open_demo, watch_demo
+from starter.output import BadInput, Code, emit_json, err, fail, handled, out, safe
+from starter.render import render_change, render_rows, render_snapshot
 from workflows import lifecycle
 from workflows.contract import (
+    CASE_ID_PREFIX,
     Actor,
     CaseInput,
     CustomerReply,
     DeadlinePolicy,
     PolicyOverrides,
     Priority,
-    ReleaseInput,
     Role,
     Snapshot,
     Status,
@@ -56,17 +57,6 @@ if TYPE_CHECKING:
 else:
     Target = StrEnum("STATUS", {s.name: s.value for s in lifecycle.targets(Via.TRANSITION)})
     ActorRole = StrEnum("ROLE", {r.name: r.value for r in Role if r is not Role.SYSTEM})
-
-# Deadlines in minutes: within about five minutes a demo shows reminders, Closing and Closed.
-DEMO_POLICY = DeadlinePolicy(
-    pcr_reminder="1min",
-    pcr_closing="2min",
-    closing_closed="1min",
-    work_plan_review="1min",
-    work_plan_expiry="3min",
-    release_closing="1min",
-    testing_closed="3min",
-)
 
 
 def _transition_help() -> str:
@@ -252,21 +242,7 @@ def _changed(snap: Snapshot, as_json: bool) -> None:
     if as_json:
         emit_json(snap)
         return
-    last = snap.history[-1] if snap.history else None
-    moved = (
-        f"{last.from_status} → [bold]{snap.status}[/bold]"
-        if last and last.at == snap.status_since and last.from_status
-        else f"[bold]{snap.status}[/bold]"
-    )
-    due = snap.next_deadline
-    deadline = (
-        f"next deadline {when(due.at)} ({ago(due.at)}): {lifecycle.describe(due)}"
-        if due
-        else "no deadline: waiting for people"
-    )
-    out().print(
-        f"case {safe(snap.case_number)}: {moved} · owner Tier {snap.owner_tier} · {deadline}"
-    )
+    render_change(snap)
 
 
 # ---- commands ------------------------------------------------------------------------------
@@ -493,84 +469,6 @@ def show(
     render_snapshot(snap)
 
 
-def render_snapshot(snap: Snapshot) -> None:
-    console = out()
-    console.print(
-        f"[bold]Case {safe(snap.case_number)}[/bold] · {safe(snap.institution)} · "
-        f"{snap.priority} — {safe(snap.title)}"
-    )
-    facts = Table.grid(padding=(0, 2))
-    facts.add_column(style="dim")
-    facts.add_column()
-    due = snap.next_deadline
-    facts.add_row("status", f"[bold]{snap.status}[/bold]")
-    facts.add_row("since", f"{when(snap.status_since)} ({ago(snap.status_since)})")
-    facts.add_row("owner tier", f"Tier {snap.owner_tier}")
-    facts.add_row(
-        "next deadline",
-        f"{when(due.at)} ({ago(due.at)}): {lifecycle.describe(due)}"
-        if due
-        else "none: the case is closed"
-        if snap.status == Status.CLOSED
-        else "none: waiting for people",
-    )
-    facts.add_row("product", safe(snap.product))
-    if snap.release_id:
-        shipped = f"shipped {when(snap.release_shipped_at)}" if snap.release_shipped_at else ""
-        facts.add_row("release", f"{safe(snap.release_id)} {shipped}".strip())
-    facts.add_row("opened", when(snap.opened_at))
-    if snap.closed_at:
-        facts.add_row("closed", when(snap.closed_at))
-    if snap.references:
-        facts.add_row("references", safe(snap.references))
-    facts.add_row(
-        "policy",
-        ", ".join(f"{k}={v}" for k, v in snap.policy.model_dump(mode="json").items()),
-    )
-    console.print(facts)
-
-    if snap.timeline:
-        timeline = Table(title="Timeline if nobody acts", title_justify="left")
-        timeline.add_column("when")
-        timeline.add_column("")
-        timeline.add_column("what")
-        for d in snap.timeline:
-            timeline.add_row(when(d.at), ago(d.at), lifecycle.describe(d))
-        console.print(timeline)
-
-    history = Table(title="History", title_justify="left")
-    for column in ("#", "at", "from → to", "by", "note"):
-        history.add_column(column)
-    for h in snap.history:
-        who = safe(f"{h.actor.role} {h.actor.name}")
-        # A deadline that acted late shows both instants: when it acted, and when it was due.
-        late = f" (due {when(h.due)})" if h.due and h.due != h.at else ""
-        history.add_row(
-            str(h.seq),
-            when(h.at) + late,
-            f"{h.from_status or '(opened)'} → {h.to_status}",
-            who,
-            safe(h.note) if h.note is not None else None,
-        )
-    console.print(history)
-
-    if snap.rejected:
-        rejected = Table(title="Rejected events", title_justify="left")
-        for column in ("at", "event", "reason", "message"):
-            rejected.add_column(column)
-        for r in snap.rejected:
-            rejected.add_row(when(r.at), safe(r.event), safe(r.reason), safe(r.message))
-        console.print(rejected)
-
-    if snap.undelivered:
-        undelivered = Table(title="Undelivered email", title_justify="left")
-        for column in ("message", "template", "the mail server's answer"):
-            undelivered.add_column(column)
-        for u in snap.undelivered:
-            undelivered.add_row(safe(u.key), safe(u.template), safe(u.reason))
-        console.print(undelivered)
-
-
 @app.command("list")
 def list_cases(
     status: Annotated[
@@ -616,27 +514,6 @@ def list_cases(
     render_rows(rows, case_query(**criteria), limit)
 
 
-def render_rows(rows: list[CaseRow], query: str, limit: int) -> None:
-    table = Table(box=None, header_style="bold")
-    for column in ("case", "status", "priority", "institution", "tier", "next deadline", "release"):
-        table.add_column(column)
-    for r in rows:
-        due = f"{when(r.next_deadline)} ({ago(r.next_deadline)})" if r.next_deadline else "—"
-        table.add_row(
-            safe(r.case_number),
-            safe(r.status or "?"),
-            safe(r.priority or ""),
-            safe(r.institution or ""),
-            safe(r.owner_tier or ""),
-            due,
-            safe(r.release_id or ""),
-        )
-    console = out()
-    console.print(table)
-    more = " (the first ones; --limit 0 for all)" if limit and len(rows) >= limit else ""
-    console.print(f"[dim]{len(rows)} case(s){more}; query: {safe(query or 'all cases')}[/dim]")
-
-
 @app.command()
 def demo(
     watch: Annotated[
@@ -651,7 +528,7 @@ def demo(
     """
     with handled(as_json):
         opened, prefix = _run(_demo())
-    query = f'WorkflowId STARTS_WITH "case-{prefix}"'
+    query = f'WorkflowId STARTS_WITH "{CASE_ID_PREFIX}{prefix}"'
     if as_json:
         emit_json({"ok": True, "cases": opened, "query": query})
         return
@@ -666,24 +543,6 @@ def demo(
             _run(_watch(query))
 
 
-DEMO_STORIES: list[tuple[str, str, Priority, str]] = [
-    ("Alma University", "Loans report shows wrong totals", Priority.NORMAL, "pcr"),
-    ("Borealis College", "Login page times out", Priority.HIGH, "resolved"),
-    ("Cedar Library", "Fine calculation off by one day", Priority.NORMAL, "release"),
-    ("Dunmore Institute", "Add a due-date column to the export", Priority.LOW, "work_plan"),
-    ("Elm State University", "Import fails on UTF-8 titles", Priority.NORMAL, "replied"),
-    ("Fjord Academy", "Search index out of date", Priority.CRITICAL, "tier2"),
-]
-DEMO_TALES = {
-    "pcr": "Pending Customer Response: reminder in 1 min, Closing in 2, Closed in 3",
-    "resolved": "Closing: Closed in 1 min",
-    "release": "Pending Release: the release ships in 1 min, Closing 1 min later, then Closed",
-    "work_plan": "Pending Work Plan: a review each minute, Closing in 3 min, then Closed",
-    "replied": "the customer replied: Waiting for Process (no deadline)",
-    "tier2": "Tier 2 W4I: Tier 2 waits for Tier 1 (no deadline)",
-}
-
-
 async def _demo() -> tuple[list[tuple[str, str]], str]:
     cases = await _cases()
     # A worker started a moment ago (make run's first lines) polls within seconds: wait for it.
@@ -692,98 +551,11 @@ async def _demo() -> tuple[list[tuple[str, str]], str]:
             Code.UNAVAILABLE,
             f"no worker polls task queue {cases.task_queue}: start one first (make run)",
         )
-    prefix = f"{int(datetime.now(UTC).timestamp()) % 1_000_000:06d}"
-    release = f"demo-{prefix}"
-    await cases.schedule_release(
-        ReleaseInput(release_id=release, ships_at=datetime.now(UTC) + timedelta(minutes=1))
-    )
-    tier1 = Actor(role=Role.TIER1, name="Tom One")
-    tier2 = Actor(role=Role.TIER2, name="Tess Two")
-    dev = Actor(role=Role.DEVELOPMENT, name="Dev Eloper")
-    opened: list[tuple[str, str]] = []
-    for i, (institution, title, priority, story) in enumerate(DEMO_STORIES, start=1):
-        number = f"{prefix}{i:02d}"
-        customer = Actor(role=Role.CUSTOMER, name="Ann Reader", institution=institution)
-        await cases.open(
-            CaseInput(
-                case_number=number,
-                institution=institution,
-                product="Alma",
-                priority=priority,
-                title=title,
-                contact_email=f"contact-{number}@example.org",
-                # Staff set a policy at open (a customer's would be ignored: defaults apply).
-                opened_by=tier1,
-                policy=DEMO_POLICY,
-            )
-        )
-
-        async def to(status: Status, actor: Actor, number: str = number, **kw: Any) -> None:
-            request = TransitionRequest(to=status, actor=actor, **kw)
-            await _answer(number, cases.transition(number, request))
-
-        async def handoff(reason: str, number: str = number) -> None:
-            event = TierHandoff(to_tier=2, reason=reason, actor=tier1)
-            await _answer(number, cases.handoff(number, event))
-
-        await to(Status.TIER1_ANALYSIS, tier1)
-        match story:
-            case "pcr":
-                await to(Status.PENDING_CUSTOMER_RESPONSE, tier1, note="please send the report")
-            case "resolved":
-                await to(Status.CLOSING, tier1, note="cleared the session cache")
-            case "release":
-                await handoff("defect_verification")
-                await to(Status.TIER2_ANALYSIS, tier2)
-                await to(Status.DEVELOPMENT, tier2)
-                # The Support analyst that owns the case sets Pending Release (Tier 2 here).
-                await to(Status.PENDING_RELEASE, tier2, release_id=release)
-            case "work_plan":
-                await handoff("consult")
-                await to(Status.TIER2_ANALYSIS, tier2)
-                await to(Status.DEVELOPMENT, tier2)
-                # Development decides that an enhancement waits for a work plan.
-                await to(Status.PENDING_WORK_PLAN, dev, note="enhancement for a work plan")
-            case "replied":
-                await to(Status.PENDING_CUSTOMER_RESPONSE, tier1)
-                reply = CustomerReply(text="Here is the file that fails.", actor=customer)
-                await _answer(number, cases.reply(number, reply))
-            case "tier2":
-                await handoff("deeper_analysis")
-                await to(Status.TIER2_ANALYSIS, tier2)
-                await to(Status.TIER2_W4I, tier2, note="which index profile is used?")
-        opened.append((number, DEMO_TALES[story]))
-    return opened, prefix
+    return await open_demo(cases, _answer)
 
 
 async def _watch(query: str) -> None:
-    from rich.live import Live
-
-    cases = await _cases()
-    with Live(console=out(), refresh_per_second=1) as live:
-        while True:
-            rows = [row async for row in cases.find(query=query)]
-            table = Table(box=None, header_style="bold")
-            for column in ("case", "status", "next deadline"):
-                table.add_column(column)
-            for r in sorted(rows, key=lambda r: r.case_number):
-                due = f"{when(r.next_deadline)} ({ago(r.next_deadline)})" if r.next_deadline else ""
-                table.add_row(safe(r.case_number), safe(r.status or "?"), due)
-            live.update(table)
-            open_ones = [r for r in rows if r.status != Status.CLOSED]
-            if rows and all(r.status not in _TIMED for r in open_ones):
-                return
-            await asyncio.sleep(2)
-
-
-# Statuses of the demo that still have a deadline ahead: the watch ends when none is left.
-_TIMED = {
-    Status.PENDING_CUSTOMER_RESPONSE,
-    Status.CLOSING,
-    Status.PENDING_RELEASE,
-    Status.PENDING_WORK_PLAN,
-    Status.PENDING_CUSTOMER_TESTING,
-}
+    await watch_demo(await _cases(), query)
 
 
 @app.command("codec-server")
@@ -807,8 +579,8 @@ def codec_server(
 ) -> None:
     """Serve Temporal's codec endpoints (/encode, /decode) with the worker's encryption keys,
     so the Web UI (--ui-codec-endpoint) and `temporal --codec-endpoint` show cases decoded."""
+    from runtime.encryption import EncryptionConfigError
     from starter import codec_server as server
-    from starter.encryption import EncryptionConfigError
 
     try:
         web_app = server.from_settings(_settings(), origin, token)

@@ -7,7 +7,7 @@ is ``CaseNotFound``; any event for a closed case is ``CaseRejected`` with reason
 ::
 
     from starter.client import CaseClient
-    from starter.connection import connect
+    from runtime.connection import connect
 
     cases = CaseClient(await connect())
     await cases.open(CaseInput(...))
@@ -37,7 +37,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from starter.signing import Signer
+from runtime.signing import Signer
 from workflows import lifecycle, search
 from workflows.contract import (
     CASE_ID_PREFIX,

@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
-from starter.encryption import DecryptionError, EncryptionCodec, EncryptionConfigError, keyring
+from runtime.encryption import DecryptionError, EncryptionCodec, EncryptionConfigError, keyring
 
 DEFAULT_PORT = 8081
 # A decode request is one event's payloads, or a page of them from the CLI; Temporal caps one

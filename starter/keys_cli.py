@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
+from runtime import signing
 from settings import Settings
-from starter import signing
 from starter.output import BadInput, handled
 from workflows.calendar import Span, SpanError
 from workflows.contract import (

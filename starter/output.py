@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 from temporalio.service import RPCError, RPCStatusCode
 
+from runtime.connection import SearchAttributeProblem, TemporalUnavailable
 from starter.client import BadQuery, CaseNotFound, CaseRejected
-from starter.connection import SearchAttributeProblem, TemporalUnavailable
 from workflows.payloads import explain
 
 

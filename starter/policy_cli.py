@@ -21,9 +21,9 @@ from pydantic import BaseModel, ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from runtime.connection import connect
 from settings import Settings
 from starter.client import CaseClient, CaseRejected, quoted
-from starter.connection import connect
 from starter.output import BadInput, Code, ago, emit_json, err, handled, out, when
 from workflows import lifecycle
 from workflows.contract import (

@@ -19,10 +19,10 @@ from rich.table import Table
 from temporalio.client import WorkflowHandle, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from runtime import signing
+from runtime.connection import connect
 from settings import Settings
-from starter import signing
 from starter.client import CaseClient
-from starter.connection import connect
 from starter.output import BadInput, Code, ago, emit_json, fail, handled, out, when
 from starter.schedules import (
     CalendarError,
@@ -43,7 +43,7 @@ from workflows.contract import (
     Role,
     TrainInput,
 )
-from workflows.release import train_release
+from workflows.train import train_release
 
 app = typer.Typer(
     help="Releases: schedule one (or a release train), ship it now, see its progress, list them."

@@ -46,7 +46,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.contract import RELEASE_TRAIN_WORKFLOW, TrainInput
-from workflows.release import train_release
+from workflows.train import train_release
 
 TRAIN_SCHEDULE_PREFIX = "release-train-"
 # A train that could not fire (the server was down) still opens its release this much later.

@@ -190,7 +190,7 @@ async def env() -> AsyncIterator[Any]:
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import TimeSkippingConfig, WorkflowEnvironment
 
-    from starter.connection import temporal_cli
+    from runtime.connection import temporal_cli
     from workflows import search
 
     environment = await WorkflowEnvironment.start_time_skipping_v2(

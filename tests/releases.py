@@ -34,7 +34,7 @@ from workflows.contract import (
     case_workflow_id,
     release_workflow_id,
 )
-from workflows.release import Carried, ReleaseState
+from workflows.release import CarriedRelease, ReleaseState
 
 TO_PENDING_RELEASE = (
     TransitionRequest(to=Status.TIER1_ANALYSIS, actor=TIER1),
@@ -45,11 +45,17 @@ TO_PENDING_RELEASE = (
 
 
 def pending_release_state(
-    case_number: str, release_id: str, policy: DeadlinePolicy | None = None
+    case_number: str,
+    release_id: str,
+    policy: DeadlinePolicy | None = None,
+    *,
+    now: datetime | None = None,
+    registers: bool = True,
 ) -> CarriedState:
-    """A case walked to Pending Release by the pure core, as a continued run would carry it,
-    with its registration with the release still to do: the case registers itself."""
-    now = datetime.now(UTC)
+    """A case walked to Pending Release by the pure core, as a continued run would carry it;
+    ``registers``: with its registration with the release still to do (the case registers
+    itself), else as if the release carried it already."""
+    now = now or datetime.now(UTC)
     case = CaseInput(
         case_number=case_number,
         institution="Alma University",
@@ -66,7 +72,7 @@ def pending_release_state(
     decision = lifecycle.decide(
         state, TransitionRequest(to=Status.PENDING_RELEASE, actor=TIER2, release_id=release_id), now
     )
-    register = [e for e in decision.effects if isinstance(e, Register)]
+    register = [e for e in decision.effects if isinstance(e, Register)] if registers else []
     return CarriedState(carried=decision.state, effects=register)
 
 
@@ -252,7 +258,7 @@ async def start_release_carrying(
     carried = ReleaseState(release_id=release_id, pending=pending, registered=len(pending), **state)
     workflow_id = release_workflow_id(release_id)
     await start_continued(
-        client, RELEASE_WORKFLOW, task_queue, [(workflow_id, Carried(carried=carried))]
+        client, RELEASE_WORKFLOW, task_queue, [(workflow_id, CarriedRelease(carried=carried))]
     )
     return client.get_workflow_handle(workflow_id)
 

@@ -11,8 +11,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from runtime.pollers import wait_for_poller
 from starter.client import CaseClient
-from starter.pollers import wait_for_poller
 from workflows.contract import (
     Actor,
     CaseInput,

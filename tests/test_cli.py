@@ -272,7 +272,7 @@ async def test_demo_without_a_worker_gives_up_after_the_wait(
     cli_env: dict[str, str | None], unique: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No worker at all: the demo says so, exit 3, once ``POLLER_WAIT`` has passed."""
-    from starter import pollers
+    from runtime import pollers
 
     monkeypatch.setattr(pollers, "POLLER_WAIT", 2.0)
     nobody = unique("tq-nobody")
@@ -323,7 +323,7 @@ def test_show_prints_when_a_late_deadline_was_due(
 ) -> None:
     """A deadline that acted after an outage: its history row shows when it acted and was due."""
     monkeypatch.setenv("COLUMNS", "300")  # one line per row
-    from starter.cli import render_snapshot
+    from starter.render import render_snapshot
     from workflows.contract import Actor, DeadlinePolicy, HistoryEntry
 
     opened = datetime.fromisoformat("2026-12-01T09:00:00+00:00")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.connection import search_attribute_type
 from settings import Settings
-from starter.connection import search_attribute_type
 from workflows import search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,7 +183,15 @@ def test_the_image_is_slim_non_root_and_installs_from_pyproject() -> None:
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
     assert users and users[-1] not in {"root", "0"}
     assert "pyproject.toml" in dockerfile
-    for module in ("worker.py", "settings.py", "logs.py", "workflows", "activities", "starter"):
+    for module in (
+        "worker.py",
+        "settings.py",
+        "logs.py",
+        "workflows",
+        "activities",
+        "runtime",
+        "starter",
+    ):
         assert module in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".data" in ignored

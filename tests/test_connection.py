@@ -15,7 +15,7 @@ import structlog
 from temporalio.service import TLSConfig
 
 import logs
-from starter.connection import TemporalUnavailable, connect_config, redacted
+from runtime.connection import TemporalUnavailable, connect_config, redacted
 from tests import readme
 
 API_KEY = "tmprl-secret-api-key-0123456789"

@@ -21,8 +21,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from runtime.connection import SearchAttributeProblem, ensure_search_attributes, temporal_cli
 from starter.client import CaseClient
-from starter.connection import SearchAttributeProblem, ensure_search_attributes, temporal_cli
 from tests.conftest import free_port
 from workflows import search
 from workflows.contract import Actor, CaseInput, Status, TransitionRequest

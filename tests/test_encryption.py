@@ -33,10 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import CaseStore, upgrade
 from activities.db import make_engine
-from settings import Settings
-from starter import codec_server
-from starter.client import CaseClient, CaseRejected
-from starter.encryption import (
+from runtime.encryption import (
     ENCODING,
     KEY_ID,
     DecryptionError,
@@ -48,6 +45,9 @@ from starter.encryption import (
     keyring,
     new_key,
 )
+from settings import Settings
+from starter import codec_server
+from starter.client import CaseClient, CaseRejected
 from tests.readme import commands, example
 from tests.scenario import TIER1, Case
 from workflows import lifecycle, search
@@ -663,7 +663,7 @@ async def test_a_release_train_schedule_reads_back_with_a_key(
 
 
 async def test_the_embedded_servers_web_ui_is_pointed_at_the_codec_server(tmp_path: Path) -> None:
-    from starter.devserver import DevServer, DevServerConfig
+    from runtime.devserver import DevServer, DevServerConfig
     from tests.conftest import free_port
 
     settings = Settings(

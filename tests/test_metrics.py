@@ -21,11 +21,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 import logs
 from activities import CaseStore, upgrade
-from starter.telemetry import metrics_runtime
+from runtime.telemetry import metrics_runtime
 from tests.conftest import free_port
 from tests.scenario import TIER1, Case
 from worker import build_worker
-from workflows.contract import Actor, DeadlinePolicy, Status, TransitionRequest
+from workflows.contract import Actor, DeadlinePolicy, Status, TransitionRequest, case_workflow_id
 
 
 @dataclass
@@ -195,7 +195,7 @@ def test_every_activity_log_line_carries_case_number_and_workflow_id(scraped: Sc
     assert len(notify) >= 3
     for line in notify:
         assert line["case_number"] == scraped.case_number
-        assert line["workflow_id"] == f"case-{scraped.case_number}"
+        assert line["workflow_id"] == case_workflow_id(scraped.case_number)
         assert line["activity"] in ("notify", "notify_batch")
 
 

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
+from runtime.devserver import DevServer, DevServerConfig
 from settings import Settings
 from starter.client import CaseClient
-from starter.devserver import DevServer, DevServerConfig
 from tests import readme
 from tests.conftest import free_port
 from tests.scenario import worker_polling
@@ -205,7 +205,7 @@ async def test_the_readme_signed_examples(
     refused with the reason."""
     from datetime import UTC, datetime, timedelta
 
-    from starter.signing import new_key, write_key
+    from runtime.signing import new_key, write_key
     from worker import run_worker
     from workflows import trust
 

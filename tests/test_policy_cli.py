@@ -18,7 +18,7 @@ from tests import readme
 from tests.scenario import TIER1, Case
 from tests.test_cli import Cli, cli, cli_env, eventually  # noqa: F401 (fixtures)
 from workflows.calendar import Span
-from workflows.contract import DeadlineKind, Status
+from workflows.contract import DeadlineKind, Status, case_workflow_id
 
 REASON = "the customer council asked for earlier reminders"
 
@@ -216,7 +216,7 @@ async def test_the_readme_policy_block(
     number = readme.with_cases("00123456", prefix)
     await _open_waiting(env, worker_settings.task_queue, [number], "Alma University")
     cases = Case(env, worker_settings.task_queue, number).client
-    await _listed(cases, f'WorkflowId = "case-{number}"', 1)
+    await _listed(cases, f'WorkflowId = "{case_workflow_id(number)}"', 1)
     block = readme.commands(readme.with_cases(readme.example("policy"), prefix))
     lines = [line for line in block if not line.startswith("#")]
     assert [shlex.split(line, comments=True)[3:5] for line in lines] == [

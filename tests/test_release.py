@@ -51,7 +51,7 @@ from workflows.contract import (
     TrainInput,
     release_workflow_id,
 )
-from workflows.release import TrainResult, train_release
+from workflows.train import TrainResult, train_release
 
 DAY = timedelta(days=1)
 MARGIN = timedelta(minutes=1)

@@ -25,7 +25,7 @@ from worker import build_worker
 from workflows import bounds
 from workflows import release as release_module
 from workflows.contract import RELEASE_WORKFLOW, release_workflow_id
-from workflows.release import Carried, ReleaseState
+from workflows.release import CarriedRelease, ReleaseState
 
 TOTAL = 100_000
 LIVE = 1_000
@@ -70,7 +70,7 @@ async def test_100000_registrations_stay_within_the_bound_and_each_case_is_told_
                 env.client,
                 RELEASE_WORKFLOW,
                 worker_settings.task_queue,
-                [(workflow_id, Carried(carried=seed))],
+                [(workflow_id, CarriedRelease(carried=seed))],
             )
             started = time.monotonic()
             await register(env.client, worker_settings.task_queue, release, live)

@@ -18,8 +18,8 @@ import pytest
 import structlog
 from typer.testing import CliRunner, Result
 
+from runtime.connection import temporal_cli
 from starter.cli import app
-from starter.connection import temporal_cli
 from starter.schedules import delete_train, list_trains
 from tests import readme
 from tests.releases import register, wait_release

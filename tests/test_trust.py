@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from starter.signing import Signer, new_key
+from runtime.signing import Signer, new_key
 from workflows import trust
 from workflows.contract import (
     Actor,

@@ -20,9 +20,9 @@ from temporalio import workflow
 from temporalio.client import WorkflowFailureError
 from typer.testing import CliRunner
 
+from runtime.signing import KeyFile, Signer, new_key, write_key
 from starter.cli import app
 from starter.client import CaseClient, CaseRejected
-from starter.signing import KeyFile, Signer, new_key, write_key
 from tests.reliability.test_replay import load, replayer
 from tests.scenario import CUSTOMER, TIER1, TIER2, Case
 from workflows import trust

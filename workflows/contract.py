@@ -22,7 +22,6 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
-from temporalio.common import Priority as TaskPriority
 
 from workflows.calendar import LONGEST_SPAN, SHORTEST_SPAN, Span, SpanField
 from workflows.mailbox import one_mailbox
@@ -84,8 +83,8 @@ class ActivityName(StrEnum):
 
 # A release's workflow and its fan-out go ahead of everything else on the task queue (1 = first,
 # the default is 3): each fan-out batch makes a thousand cases react, and the next batch must not
-# wait behind the reactions to the last one.
-RELEASE_PRIORITY = TaskPriority(priority_key=1)
+# wait behind the reactions to the last one. A plain number: the contract imports no Temporal.
+RELEASE_PRIORITY_KEY = 1  # workflows.effects.RELEASE_PRIORITY
 
 # Hostile-input bounds: a raw event payload larger than this is rejected before decoding.
 MAX_EVENT_BYTES = 64 * 1024

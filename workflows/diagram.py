@@ -207,11 +207,11 @@ def render(policy: DeadlinePolicy | None = None) -> str:
             [
                 "# Support-case lifecycle",
                 "",
-                f"<!-- Generated from workflows/lifecycle.py (rules()) by `{COMMAND}`"
+                f"<!-- Generated from workflows/lifecycle/table.py (rules()) by `{COMMAND}`"
                 " (make docs). Do not edit by hand. -->",
                 "",
                 "Every status change of a case goes through one transition table, `TABLE` in",
-                "`workflows/lifecycle.py`; this page is generated from its current edition",
+                "`workflows/lifecycle/table.py`; this page is generated from its current edition",
                 f"({EDITION}, `rules()`): the rules every new case runs (a case opened under an",
                 "older edition keeps those until its next run). Edge labels name the roles that",
                 "may make the move and how: a transition request (no tag), a customer",

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 
-from workflows.contract import ActivityName
+from workflows.contract import RELEASE_PRIORITY_KEY, ActivityName
 
 # A database write is quick; a longer wait means a stuck connection, better retried.
 PERSIST_TIMEOUT = timedelta(seconds=30)
@@ -95,3 +95,6 @@ EFFECTS_IN_ORDER = {
     "notify": EffectOptions(ActivityName.NOTIFY, NOTIFY_TIMEOUT, NOTIFY_RETRY, HEARTBEAT_TIMEOUT),
     "register": EffectOptions(ActivityName.REGISTER_WITH_RELEASE, REGISTER_TIMEOUT, REGISTER_RETRY),
 }
+
+# The fan-out and its release ahead of everything else on the task queue (contract).
+RELEASE_PRIORITY = Priority(priority_key=RELEASE_PRIORITY_KEY)

@@ -1,4 +1,5 @@
-"""``Release``: the registry and clock of one release; ``ReleaseTrain``: what a Schedule starts.
+"""``Release``: the registry and clock of one release (``ReleaseTrain``, which a Schedule starts,
+is in ``workflows/train.py``).
 
 ``Release`` (id ``release-<release_id>``). Cases register on entering Pending Release (their
 ``register_with_release`` activity does signal-with-start, so the first case creates the
@@ -11,39 +12,27 @@ that registers late, even while the fan-out runs, joins the queue and is told at
 
 Exactly once in effect: the fan-out may deliver a signal twice (an activity retried from its
 last heartbeat); the case ignores a second ``release_shipped`` of its release.
-
-``ReleaseTrain`` is what a Temporal Schedule starts (``starter/schedules.py``). A schedule can
-only start a workflow whose id is a fixed prefix plus the scheduled time, but cases must know
-the id of their release ahead (``2026.12``) and a release may already exist because cases
-registered with it. So the schedule starts a short ``ReleaseTrain`` run; it names the release
-after its ship instant (``strftime(release_format)`` of scheduled time + ``ships_after``) and
-opens ``release-<release_id>`` through the ``open_release`` activity (signal-with-start of
-``reschedule``): it creates the release, or schedules the one cases created already.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeKey
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 from workflows import trust
 from workflows.contract import (
-    MAX_EVENT_BYTES,
-    RELEASE_PRIORITY,
-    RELEASE_TRAIN_WORKFLOW,
     RELEASE_WORKFLOW,
+    ActivityName,
     Actor,
     BacklogChunk,
     FanOut,
     FanOutResult,
+    HandlerName,
     Instant,
     RegisterCase,
     RejectedEvent,
@@ -52,9 +41,9 @@ from workflows.contract import (
     Reschedule,
     Role,
     ShipNow,
-    TrainInput,
     release_workflow_id,
 )
+from workflows.effects import RELEASE_PRIORITY
 from workflows.integrity import carried_release_problem
 from workflows.payloads import Malformed, decode_object, explain
 
@@ -72,7 +61,6 @@ FAN_OUT_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=0,  # the server is the only thing it needs; retried until it answers
 )
-OPEN_RELEASE_TIMEOUT = timedelta(seconds=30)
 # Rejected (unproven) release signals kept in the state, for ``status``.
 REJECTED_TAIL = 20
 # Registrations a run keeps (and carries) at most, in bytes of JSON; beyond them the oldest go
@@ -83,10 +71,6 @@ BACKLOG_TIMEOUT = timedelta(seconds=60)
 # Runs that record this marker keep their registrations over PENDING_BYTES in the case store;
 # runs started before it keep them all in their carried state, as they did.
 RELEASE_BACKLOG_PATCH = "release-backlog"
-# Set by the server on every workflow a Schedule starts: the instant the action was due.
-SCHEDULED_START_TIME = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
-
-_RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ReleaseState(BaseModel):
@@ -105,7 +89,7 @@ class ReleaseState(BaseModel):
     backlog_cases: int = 0  # registrations in the chunks not read back yet
 
 
-class Carried(BaseModel):
+class CarriedRelease(BaseModel):
     carried: ReleaseState
 
 
@@ -117,14 +101,17 @@ class Release:
         self._state = ReleaseState(release_id="?")
         self._senders = trust.installed(workflow.info().task_queue)
         try:
-            data = _decode_start(start)
+            # A continued run carries every case not told yet (tens of bytes each): only a new
+            # release's input is held to the size limit of an event's payload.
+            data = decode_object([start], "release input", limit=None)
             if "carried" in data:
-                self._state = Carried.model_validate(data).carried
+                self._state = CarriedRelease.model_validate(data).carried
                 info = workflow.info()
                 self._start_error = carried_release_problem(
                     info.workflow_id, info.continued_run_id, self._state.release_id
                 )
             else:
+                decode_object([start], "release input")  # a new release: the event size limit
                 release = ReleaseInput.model_validate(data)
                 self._state = ReleaseState(release_id=release.release_id, ships_at=release.ships_at)
                 expected = release_workflow_id(release.release_id)
@@ -174,29 +161,33 @@ class Release:
     # ---- the clock ----------------------------------------------------------------------------
 
     async def _wait_for_ship_time(self) -> None:
-        s = self._state
-        ships_at = s.ships_at
+        state = self._state
+        ships_at = state.ships_at
         # A timeout is the instant coming: shipped on the next pass, against the clock.
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: (
-                    s.shipped_at is not None
-                    or s.ships_at != ships_at
+                    state.shipped_at is not None
+                    or state.ships_at != ships_at
                     or self._should_continue_as_new()
                     or self._over_budget()
                 ),
                 timeout=None if ships_at is None else ships_at - workflow.now(),
-                timeout_summary=f"release {s.release_id} ships",
+                timeout_summary=f"release {state.release_id} ships",
             )
 
     def _ship_if_due(self) -> bool:
         """Ship if the instant has come; True once shipped."""
-        s = self._state
-        if s.shipped_at is None and s.ships_at is not None and s.ships_at <= workflow.now():
+        state = self._state
+        if (
+            state.shipped_at is None
+            and state.ships_at is not None
+            and state.ships_at <= workflow.now()
+        ):
             # The scheduled instant, even when acted on late (a worker was down): the
             # cases' 14 days count from when the release shipped, not from when we woke.
-            self._ship(s.ships_at, "scheduled")
-        return s.shipped_at is not None
+            self._ship(state.ships_at, "scheduled")
+        return state.shipped_at is not None
 
     def _ship(self, at: datetime, how: str) -> None:
         self._state.shipped_at = at
@@ -209,24 +200,24 @@ class Release:
     # ---- the fan-out --------------------------------------------------------------------------
 
     async def _fan_out_next_batch(self) -> None:
-        s = self._state
-        assert s.shipped_at is not None
-        batch = s.pending[:CASES_PER_FAN_OUT]
+        state = self._state
+        assert state.shipped_at is not None
+        batch = state.pending[:CASES_PER_FAN_OUT]
         result = await workflow.execute_activity(
-            "fan_out_release",
-            FanOut(release_id=s.release_id, shipped_at=s.shipped_at, case_numbers=batch),
+            ActivityName.FAN_OUT_RELEASE,
+            FanOut(release_id=state.release_id, shipped_at=state.shipped_at, case_numbers=batch),
             result_type=FanOutResult,
             start_to_close_timeout=FAN_OUT_TIMEOUT,
             heartbeat_timeout=FAN_OUT_HEARTBEAT,
             retry_policy=FAN_OUT_RETRY,
             priority=RELEASE_PRIORITY,
-            summary=f"tell {len(batch)} cases that {s.release_id} shipped",
+            summary=f"tell {len(batch)} cases that {state.release_id} shipped",
         )
         # Registrations that arrived meanwhile were appended behind the batch.
-        s.pending = s.pending[len(batch) :]
+        state.pending = state.pending[len(batch) :]
         self._waiting.difference_update(batch)
-        s.notified += len(batch)
-        s.skipped += result.skipped
+        state.notified += len(batch)
+        state.skipped += result.skipped
         self._publish()
 
     # ---- the backlog: registrations kept in the case store -----------------------------------
@@ -239,34 +230,37 @@ class Release:
 
     async def _spill(self) -> None:
         """The oldest registrations, up to PENDING_BYTES, into the store as the next chunk."""
-        s = self._state
-        chunk = _within(s.pending, PENDING_BYTES)
+        state = self._state
+        chunk = _within(state.pending, PENDING_BYTES)
         await workflow.execute_activity(
-            "release_backlog_add",
-            BacklogChunk(release_id=s.release_id, chunk=s.backlog_chunks, case_numbers=chunk),
+            ActivityName.RELEASE_BACKLOG_ADD,
+            BacklogChunk(
+                release_id=state.release_id, chunk=state.backlog_chunks, case_numbers=chunk
+            ),
             start_to_close_timeout=BACKLOG_TIMEOUT,
             retry_policy=FAN_OUT_RETRY,
             summary=f"keep {len(chunk)} registrations in the case store",
         )
-        s.pending = s.pending[len(chunk) :]  # registrations that came meanwhile are behind it
+        # Registrations that came meanwhile are behind the chunk.
+        state.pending = state.pending[len(chunk) :]
         self._waiting.difference_update(chunk)
-        s.backlog_chunks += 1
-        s.backlog_cases += len(chunk)
+        state.backlog_chunks += 1
+        state.backlog_cases += len(chunk)
 
     async def _load(self) -> None:
-        s = self._state
+        state = self._state
         chunk = await workflow.execute_activity(
-            "release_backlog_load",
-            BacklogChunk(release_id=s.release_id, chunk=s.backlog_loaded),
+            ActivityName.RELEASE_BACKLOG_LOAD,
+            BacklogChunk(release_id=state.release_id, chunk=state.backlog_loaded),
             result_type=BacklogChunk,
             start_to_close_timeout=BACKLOG_TIMEOUT,
             retry_policy=FAN_OUT_RETRY,
-            summary=f"read registrations chunk {s.backlog_loaded} back from the case store",
+            summary=f"read registrations chunk {state.backlog_loaded} back from the case store",
         )
-        s.pending.extend(chunk.case_numbers)
+        state.pending.extend(chunk.case_numbers)
         self._waiting.update(chunk.case_numbers)
-        s.backlog_loaded += 1
-        s.backlog_cases -= len(chunk.case_numbers)
+        state.backlog_loaded += 1
+        state.backlog_cases -= len(chunk.case_numbers)
 
     # ---- continue-as-new ----------------------------------------------------------------------
 
@@ -281,11 +275,11 @@ class Release:
         while self._over_budget():  # what a run carries stays within PENDING_BYTES
             await self._spill()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(Carried(carried=self._state).model_dump(mode="json"))
+        workflow.continue_as_new(CarriedRelease(carried=self._state).model_dump(mode="json"))
 
     # ---- handlers -----------------------------------------------------------------------------
 
-    @workflow.signal
+    @workflow.signal(name=HandlerName.SHIP_NOW)
     def ship_now(self, request: ShipNow | None = None) -> None:
         request = request or ShipNow()
         if refused := self._refused("ship_now", request.actor, request.proof, request.event_id):
@@ -295,7 +289,7 @@ class Release:
         if self._state.shipped_at is None:
             self._ship(workflow.now(), "ship_now")
 
-    @workflow.signal
+    @workflow.signal(name=HandlerName.REGISTER_CASE)
     def register_case(self, request: RegisterCase) -> None:
         if refused := self._refused("register_case", request.actor, request.proof, None):
             self._reject("register_case", refused)
@@ -310,7 +304,7 @@ class Release:
         self._state.registered += 1
         self._publish()
 
-    @workflow.signal(name="reschedule")
+    @workflow.signal(name=HandlerName.RESCHEDULE)
     def reschedule_signal(self, request: Reschedule) -> None:
         if refused := self._refused("reschedule", request.actor, request.proof, None):
             self._reject("reschedule", refused)
@@ -323,7 +317,7 @@ class Release:
             return
         self._reschedule(request.ships_at)
 
-    @workflow.update(name="reschedule")
+    @workflow.update(name=HandlerName.RESCHEDULE)
     def reschedule_update(self, request: Reschedule) -> ReleaseStatus:
         """Move the ship instant; an instant that has passed ships the release at once."""
         self._reschedule(request.ships_at)
@@ -332,17 +326,17 @@ class Release:
 
     @reschedule_update.validator
     def _validate_reschedule(self, request: Reschedule) -> None:
-        s = self._state
+        state = self._state
         if refused := self._refused("reschedule", request.actor, request.proof, None):
             raise ApplicationError(
-                f"release {s.release_id}: reschedule rejected: {refused.message}",
+                f"release {state.release_id}: reschedule rejected: {refused.message}",
                 refused.reason,
                 type="ReleaseRescheduleRejected",
                 non_retryable=True,
             )
-        if s.shipped_at is not None:
+        if state.shipped_at is not None:
             raise ApplicationError(
-                f"release {s.release_id} shipped at {s.shipped_at.isoformat()}; "
+                f"release {state.release_id} shipped at {state.shipped_at.isoformat()}; "
                 "a shipped release cannot be rescheduled",
                 "shipped",
                 type="ReleaseRescheduleRejected",
@@ -394,31 +388,32 @@ class Release:
             extra={"event": name, "reason": refused.reason, "detail": refused.message},
         )
 
-    @workflow.query
+    @workflow.query(name=HandlerName.STATUS)
     def status(self) -> ReleaseStatus:
-        s = self._state
+        state = self._state
         return ReleaseStatus(
-            release_id=s.release_id,
-            ships_at=s.ships_at,
-            shipped_at=s.shipped_at,
-            cases_registered=s.registered,
-            cases_notified=s.notified,
-            cases_to_notify=len(s.pending) + s.backlog_cases,
-            rejected=s.rejected,
+            release_id=state.release_id,
+            ships_at=state.ships_at,
+            shipped_at=state.shipped_at,
+            cases_registered=state.registered,
+            cases_notified=state.notified,
+            cases_to_notify=len(state.pending) + state.backlog_cases,
+            rejected=state.rejected,
         )
 
     def _publish(self) -> None:
         """The release as the Temporal UI's "current details" shows it."""
-        s = self._state
-        if s.shipped_at is not None:
-            head = f"**Shipped** {s.shipped_at:%Y-%m-%d %H:%M:%S} UTC"
-        elif s.ships_at is not None:
-            head = f"**Ships** {s.ships_at:%Y-%m-%d %H:%M:%S} UTC"
+        state = self._state
+        if state.shipped_at is not None:
+            head = f"**Shipped** {state.shipped_at:%Y-%m-%d %H:%M:%S} UTC"
+        elif state.ships_at is not None:
+            head = f"**Ships** {state.ships_at:%Y-%m-%d %H:%M:%S} UTC"
         else:
             head = "**Not scheduled** (ships on `ship_now` or `reschedule`)"
         workflow.set_current_details(
-            f"{head}\n\n- cases registered: {s.registered}\n- cases told: {s.notified}"
-            f" ({s.skipped} closed or gone)\n- cases to tell: {len(s.pending) + s.backlog_cases}"
+            f"{head}\n\n- cases registered: {state.registered}\n- cases told: {state.notified}"
+            f" ({state.skipped} closed or gone)"
+            f"\n- cases to tell: {len(state.pending) + state.backlog_cases}"
         )
 
 
@@ -433,86 +428,3 @@ def _within(case_numbers: list[str], budget: int) -> list[str]:
         used += len(case_numbers[end]) + 3
         end += 1
     return case_numbers[:end]
-
-
-def _decode_start(start: RawValue) -> dict[str, Any]:
-    """The start input as a JSON object. A continued run's input holds every case not told yet
-    (tens of bytes each), so it is not held to the size limit of an event's payload."""
-    payload = start.payload
-    if payload.metadata.get("encoding", b"") != b"json/plain":
-        raise Malformed("release input must be a json/plain payload")
-    if payload.ByteSize() > MAX_EVENT_BYTES and b'"carried"' not in payload.data[:16]:
-        raise Malformed(
-            f"release input is {payload.ByteSize()} bytes; the limit is {MAX_EVENT_BYTES}"
-        )
-    try:
-        data = json.loads(payload.data)
-    except ValueError:
-        raise Malformed("release input is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise Malformed(f"release input must be a JSON object, not {type(data).__name__}")
-    return data
-
-
-# ---- release trains ---------------------------------------------------------------------------
-
-
-class TrainResult(BaseModel):
-    train: str
-    release_id: str
-    scheduled_at: Instant
-    ships_at: Instant
-
-
-def release_id_for(release_format: str, ships_at: datetime) -> str:
-    """The id of the release a train opens for this ship instant; ``ValueError`` if invalid."""
-    release_id = ships_at.strftime(release_format)
-    if not _RELEASE_ID.match(release_id):
-        raise ValueError(
-            f"release format {release_format!r} gives {release_id!r}, not a release id "
-            "(letters, digits, '.', '_', '-'; at most 64)"
-        )
-    return release_id
-
-
-def train_release(train: TrainInput, scheduled_at: datetime) -> tuple[str, datetime]:
-    """The release a train firing at ``scheduled_at`` opens: its id and ship instant."""
-    ships_at = train.ships_after.after(scheduled_at) if train.ships_after else scheduled_at
-    return release_id_for(train.release_format, ships_at), ships_at
-
-
-@workflow.defn(name=RELEASE_TRAIN_WORKFLOW)
-class ReleaseTrain:
-    """Started by a Schedule: opens (creates or schedules) the train's next release."""
-
-    @workflow.run
-    async def run(self, start: RawValue) -> TrainResult:
-        try:
-            train = TrainInput.model_validate(decode_object([start], "release train input"))
-            scheduled_at = (
-                workflow.info().typed_search_attributes.get(SCHEDULED_START_TIME) or workflow.now()
-            )
-            release_id, ships_at = train_release(train, scheduled_at)
-        except (Malformed, ValidationError, ValueError) as err:
-            raise ApplicationError(
-                f"invalid release train input: {explain(err)}",
-                type="InvalidReleaseTrainInput",
-                non_retryable=True,
-            ) from None
-        await workflow.execute_activity(
-            "open_release",
-            ReleaseInput(release_id=release_id, ships_at=ships_at),
-            start_to_close_timeout=OPEN_RELEASE_TIMEOUT,
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
-            summary=f"open release {release_id}, ships {ships_at:%Y-%m-%d %H:%M} UTC",
-        )
-        workflow.logger.info(
-            "release train opened a release",
-            extra={"train": train.train, "release_id": release_id},
-        )
-        return TrainResult(
-            train=train.train,
-            release_id=release_id,
-            scheduled_at=scheduled_at,
-            ships_at=ships_at,
-        )

@@ -45,7 +45,7 @@ from workflows.contract import (
     release_workflow_id,
 )
 from workflows.lifecycle import CarriedState
-from workflows.release import Carried, ReleaseState
+from workflows.release import CarriedRelease, ReleaseState
 
 FORGED = "victim@forged.example"
 
@@ -214,7 +214,9 @@ async def test_a_release_started_with_forged_carried_state_is_refused(
 ) -> None:
     client, task_queue, _store, _inbox, _ = world
     release_id = unique("2031.01")
-    forged = Carried(carried=ReleaseState(release_id=release_id, pending=["x"], registered=1))
+    forged = CarriedRelease(
+        carried=ReleaseState(release_id=release_id, pending=["x"], registered=1)
+    )
     handle = await client.start_workflow(
         RELEASE_WORKFLOW, forged, id=release_workflow_id(release_id), task_queue=task_queue
     )

@@ -37,7 +37,7 @@ from tests.reliability.harness import (
     to,
     wait_until,
 )
-from workflows.contract import Snapshot, Status
+from workflows.contract import Snapshot, Status, case_workflow_id
 
 ANSWER = "550 5.1.1 <{}>: Recipient address rejected: User unknown"
 
@@ -179,7 +179,7 @@ async def test_a_contact_naming_several_addresses_is_refused_at_open_and_nothing
     await worker.ready()
 
     handle = await env.client.start_workflow(
-        "SupportCase", start, id=f"case-{number}", task_queue=task_queue
+        "SupportCase", start, id=case_workflow_id(number), task_queue=task_queue
     )
     try:
         await handle.result()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starter.devserver import DevServer, DevServerConfig
+from runtime.devserver import DevServer, DevServerConfig
 from tests.conftest import SmtpSink, free_port
 from tests.reliability.harness import WorkerProcess
 from tests.reliability.tcp_proxy import TcpProxy

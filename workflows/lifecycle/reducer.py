@@ -476,8 +476,9 @@ def _remember(state: CaseState, now: datetime, line: str) -> None:
 
 
 def _key(state: CaseState, what: str) -> str:
+    """An effect's idempotency key: the case's workflow id, its opening run, the step, the act."""
     run = f"{state.opened_by_run}:" if state.opened_by_run else ""
-    return f"case-{state.case.case_number}:{run}{state.seq}:{what}"
+    return f"{case_workflow_id(state.case.case_number)}:{run}{state.seq}:{what}"
 
 
 def _notify(

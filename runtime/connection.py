@@ -2,7 +2,7 @@
 
 ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*`` and
 ``TEMPORAL_PROFILE`` (with its TOML file) are read by ``temporalio.envconfig``; payloads are plain
-JSON through the pydantic converter, encrypted when a key is set (``starter.encryption``).
+JSON through the pydantic converter, encrypted when a key is set (``runtime.encryption``).
 
 Every failure to connect becomes ``TemporalUnavailable`` with a one-line message that says what
 is wrong (unreachable, a TLS file missing or unreadable, a TLS mismatch), so the worker and the
@@ -27,7 +27,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.envconfig import ClientConfig, ClientConfigProfile
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from starter.encryption import EncryptionConfigError, data_converter
+from runtime.encryption import EncryptionConfigError, data_converter
 from workflows import search
 
 DEFAULT_ADDRESS = "localhost:7233"

@@ -35,8 +35,8 @@ from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
-from starter.connection import ensure_search_attributes, search_attribute_type, temporal_cli
-from starter.encryption import data_converter
+from runtime.connection import ensure_search_attributes, search_attribute_type, temporal_cli
+from runtime.encryption import data_converter
 from workflows import search
 
 DEFAULT_PORT = 7233
@@ -133,7 +133,7 @@ class DevServer:
         converter: DataConverter | None = None,
     ) -> None:
         self.config = config
-        self.converter = converter  # None: the settings' (``starter.encryption``)
+        self.converter = converter  # None: the settings' (``runtime.encryption``)
         try:
             self.cli = cli or temporal_cli()
         except RuntimeError as err:
@@ -297,8 +297,8 @@ def spawn_early() -> DevServer | None:
     wrong (a port in use, say) the worker's ``main`` meets again and reports in one line.
     """
     try:
+        from runtime.connection import address_configured, load_profile
         from settings import get_settings
-        from starter.connection import address_configured, load_profile
 
         if address_configured():
             return None
