@@ -86,7 +86,7 @@ def oracle(state: CaseState, name: str, args: list[RawValue]) -> Outcome:
     if lifecycle.is_duplicate(state, getattr(event, "event_id", None)):
         return Outcome("ignored")
     try:
-        decision = lifecycle.decide(state, event, datetime.now(UTC))  # type: ignore[arg-type]
+        decision = lifecycle.decide(state, event, datetime.now(UTC))
     except Rejection as rejection:
         return Outcome("rejected", rejection.reason)
     if decision.state.status is not state.status:
