@@ -13,11 +13,21 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 # How long a command waits for a worker to poll before it says that none does.
 POLLER_WAIT = 10.0
 # How often it asks meanwhile: a poller shows up well within a second of the worker's start.
 ASK_EVERY = 0.2
+# Answers a busy server gives now and then: the question is asked again until the wait is over.
+TRANSIENT = frozenset(
+    {
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
 
 
 async def pollers(client: Client, task_queue: str) -> list[str]:
@@ -45,7 +55,12 @@ async def wait_for_poller(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     while True:
-        seen = await pollers(client, task_queue)
+        try:
+            seen = await pollers(client, task_queue)
+        except RPCError as err:
+            if err.status not in TRANSIENT or loop.time() >= deadline:
+                raise
+            seen = []
         if (identity in seen) if identity is not None else bool(seen):
             return True
         if loop.time() >= deadline:
@@ -56,8 +71,12 @@ async def wait_for_poller(
 async def worker_polls(client: Client, task_queue: str, console: Console) -> bool:
     """``wait_for_poller`` for people, up to ``POLLER_WAIT``: a spinner on ``console`` while it
     waits (none when a worker already polls, nor when ``console`` is not a terminal)."""
-    if await pollers(client, task_queue):
-        return True
+    try:
+        if await pollers(client, task_queue):
+            return True
+    except RPCError as err:
+        if err.status not in TRANSIENT:
+            raise
     within = POLLER_WAIT
     with console.status(
         f"waiting up to {within:.0f} s for a worker to poll task queue {task_queue} (make run)"
