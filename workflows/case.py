@@ -68,6 +68,11 @@ DRAIN_WAIT = timedelta(minutes=10)
 # What shows the time has come: ``WorkflowType = "SupportCase" AND ExecutionStatus = "Running"
 # AND StartTime < "<deploy date>"`` lists nothing (a continued run starts afresh, with the patch).
 EFFECT_LANES_PATCH = "effect-lanes"
+# Runs that record this marker wake a lane by an event its effects set, not by a condition: the
+# main loop is then the only condition waiter, so an activation that issued no command (a refused
+# signal) changes no later command's order, however the server groups the jobs on replay. Runs
+# before it keep lanes that wait on conditions, and the order they recorded.
+LANE_WAKES_PATCH = "lane-wakes"
 # Runs that record this marker run the rules' latest edition (``lifecycle.EDITION``) and read the
 # worker's policy settings when a case opens; older runs keep edition 1 until their next run.
 EDITION_PATCH = "guide-edition-2"
@@ -100,6 +105,8 @@ class SupportCase:
         self._parked: Deadline | None = None  # a deadline the core failed on; waits for an event
         self._integrity = False  # the run claims its number and bounds its carried state
         self._lanes = False  # the run's effects run in lanes (per kind, batched)
+        # With LANE_WAKES_PATCH: one event per lane, set when effects of its kind are queued.
+        self._wakes: dict[str, asyncio.Event] | None = None
         # Search attributes and details are published once per activation, not once per event,
         # so a flood of signals in one activation stays one cheap workflow task.
         self._changed = True
@@ -159,6 +166,9 @@ class SupportCase:
                 non_retryable=True,
             )
         self._lanes = workflow.patched(EFFECT_LANES_PATCH)
+        if self._lanes and workflow.patched(LANE_WAKES_PATCH):
+            self._wakes = {kind: asyncio.Event() for kind in EFFECT_LANES}
+            self._wake_lanes()  # the effects a continued run carried over
         if self._opened_now:
             # Counted before the first await: the activation after a local activity's result
             # can count as replaying, and a replay records no metric.
@@ -282,6 +292,7 @@ class SupportCase:
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self._integrity and not bounds.effects_fit(self._effects):
             self._draining = False  # events during the drain added more than fits: go on
+            self._wake_lanes()
             return
         pump.cancel()
         state = bounds.fit_state(self._state) if self._integrity else self._state
@@ -297,19 +308,40 @@ class SupportCase:
             return [e for e in self._effects if e.kind == kind]
 
         while True:
-            await workflow.wait_condition(lambda: not self._draining and bool(pending()))
-            batch = take(pending(), options.batch, EFFECT_BATCH_BYTES)
-            self._running.add(kind)
-            try:
-                await self._execute(options, batch)
-            except ActivityError as err:
-                # Retries are unlimited, so this is a non-retryable failure: a bug, not an outage.
-                keys = [e.key for e in batch]
-                workflow.logger.error("effects failed", extra={"keys": keys, "error": str(err)})
-            finally:
-                self._running.discard(kind)
-            done = {id(e) for e in batch}
-            self._effects = deque(e for e in self._effects if id(e) not in done)
+            if self._wakes is None:
+                await workflow.wait_condition(lambda: not self._draining and bool(pending()))
+            else:
+                wake = self._wakes[kind]
+                await wake.wait()
+                wake.clear()
+                if self._draining or not pending():
+                    continue
+            while batch := take(pending(), options.batch, EFFECT_BATCH_BYTES):
+                await self._run_batch(kind, options, batch)
+                if self._wakes is None or self._draining:
+                    break
+
+    async def _run_batch(self, kind: str, options: EffectOptions, batch: list[Effect]) -> None:
+        self._running.add(kind)
+        try:
+            await self._execute(options, batch)
+        except ActivityError as err:
+            # Retries are unlimited, so this is a non-retryable failure: a bug, not an outage.
+            keys = [e.key for e in batch]
+            workflow.logger.error("effects failed", extra={"keys": keys, "error": str(err)})
+        finally:
+            self._running.discard(kind)
+        done = {id(e) for e in batch}
+        self._effects = deque(e for e in self._effects if id(e) not in done)
+
+    def _wake_lanes(self) -> None:
+        """Wake the lanes with effects queued, in the lanes' fixed order."""
+        if self._wakes is None:
+            return
+        queued = {e.kind for e in self._effects}
+        for kind, wake in self._wakes.items():
+            if kind in queued:
+                wake.set()
 
     async def _run_in_order(self) -> None:
         """The effects of a run started before the lanes: one at a time, in order."""
@@ -467,6 +499,8 @@ class SupportCase:
         self._effects.extend(decision.effects)
         self._changed = True
         self._parked = None
+        if decision.effects:
+            self._wake_lanes()
 
     def _reject(
         self,

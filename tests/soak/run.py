@@ -438,7 +438,7 @@ def report(
     strangers = {m: n for m, n in received.items() if m not in expected}
     got = sum(n for m, n in received.items() if m in expected)
     duplicates = sum(n - 1 for m, n in received.items() if m in expected and n > 1)
-    # Cases the SDK's replay bug stopped (tests/reliability/test_update_after_empty_task.py):
+    # Cases whose history no longer replays (tests/reliability/test_regrouped_replay.py):
     # every later task fails with TMPRL1100, so what they still owe is missing too.
     nde = {
         v.case_number
