@@ -12,6 +12,11 @@ signals, timers and activities on the same server, with the SDK's default sandbo
 instant (one activity, as the case's release-shipped email), it sleeps until that instant, runs
 two activities (the case's persist and Closing email) and arms a long timer (the case's 14 days
 in Closing).
+
+``BareUpdate`` is the update-latency benchmark's counterpart of a case waiting for people: a
+``move`` update runs one activity (the case's persist of the status change) and returns the
+number of moves so far; an ``event`` signal does the same without an answer (how the benchmark
+grows a long history quickly). It waits on no timer.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from temporalio import activity, workflow
 
 BARE_CASE = "BareCase"
 BARE_DEADLINE = "BareDeadline"
+BARE_UPDATE = "BareUpdate"
 
 # One case through the benchmark's lifecycle, step by step: (what, activities after it).
 # ``open`` is the start; ``signal`` waits for the next signal; ``timer`` sleeps ``spans[i]``.
@@ -114,3 +120,30 @@ class BareDeadline:
     @workflow.signal
     def arm(self, due: str) -> None:
         self._due = datetime.fromisoformat(due)
+
+
+@workflow.defn(name=BARE_UPDATE)
+class BareUpdate:
+    def __init__(self) -> None:
+        self._moves = 0
+        self._signals: deque[str] = deque()
+
+    @workflow.run
+    async def run(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: bool(self._signals))
+            name = self._signals.popleft()
+            await self._move(name)
+
+    async def _move(self, name: str) -> int:
+        self._moves += 1
+        await _effects(f"{workflow.info().workflow_id}:{self._moves}:{name}", 1)
+        return self._moves
+
+    @workflow.update
+    async def move(self, name: str) -> int:
+        return await self._move(name)
+
+    @workflow.signal
+    def event(self, name: str) -> None:
+        self._signals.append(name)

@@ -2,8 +2,9 @@
 load, and the results (a markdown table on stdout, JSON under ``bench/results/``).
 
 Everything runs on loopback: the dev server listens on 127.0.0.1 on a free port and is in
-memory (nothing persists between runs). Each worker is its own process, so its CPU time and RSS
-are its own and the driver (this process) does not share its interpreter lock.
+memory (nothing persists between runs) unless a benchmark gives it a SQLite file. Each worker
+is its own process, so its CPU time and RSS are its own and the driver (this process) does not
+share its interpreter lock.
 """
 
 from __future__ import annotations
@@ -140,9 +141,12 @@ class Server:
 
 
 @asynccontextmanager
-async def dev_server(extra_args: Sequence[str] = ()) -> AsyncIterator[Server]:
-    """``temporal server start-dev`` in memory, headless, on a free loopback port, with the
-    project's search attributes; the JSON payload converter the project uses."""
+async def dev_server(
+    extra_args: Sequence[str] = (), db_file: Path | None = None
+) -> AsyncIterator[Server]:
+    """``temporal server start-dev`` headless, on a free loopback port, with the project's
+    search attributes; the JSON payload converter the project uses. In memory, or persisted to
+    the SQLite file ``db_file`` as ``make run`` starts it (``runtime.devserver``)."""
     port = free_port()
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     env = await WorkflowEnvironment.start_local(
@@ -152,6 +156,7 @@ async def dev_server(extra_args: Sequence[str] = ()) -> AsyncIterator[Server]:
         ip="127.0.0.1",
         port=port,
         ui=False,
+        dev_server_database_filename=str(db_file) if db_file else None,
         dev_server_extra_args=list(extra_args),
     )
     spawned = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
@@ -301,6 +306,14 @@ def _die_with_parent(parent: int) -> Any:
             os.kill(os.getpid(), signal.SIGTERM)
 
     return preexec
+
+
+def policy_env(shortest_s: float) -> dict[str, str]:
+    """The worker environment that lets cases open with a policy span of ``shortest_s``: a
+    worker refuses spans under ``CASES_POLICY_SHORTEST`` (1 minute unless lowered)."""
+    if shortest_s >= 60:
+        return {}
+    return {"CASES_POLICY_SHORTEST": f"{max(1, int(shortest_s))}s"}
 
 
 @asynccontextmanager

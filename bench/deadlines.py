@@ -42,14 +42,15 @@ from bench.common import (
     dev_server,
     load,
     percentile,
+    policy_env,
     table,
     worker_process,
     write_results,
 )
 from starter.client import CaseClient
-from tests.scenario import CUSTOMER, TIER1, TIER2
+from tests.reliability.harness import case_input
+from tests.scenario import TIER1, TIER2
 from workflows.contract import (
-    CaseInput,
     DeadlinePolicy,
     ReleaseShipped,
     Status,
@@ -120,18 +121,8 @@ class Driver:
         policy = DeadlinePolicy.model_validate(
             {"release_closing": f"{int(self.span)}s", "closing_closed": "1h"}
         )
-        await cases.open(
-            CaseInput(
-                case_number=number,
-                institution="Alma University",
-                product="Alma",
-                priority="high",
-                title="Patron sync stopped",
-                contact_email="ann@alma.example",
-                opened_by=CUSTOMER,
-                policy=policy,
-            )
-        )
+        # With a policy: tier1 opens it (a customer's policy is not used).
+        await cases.open(case_input(number, policy, priority="high", title="Patron sync stopped"))
         handle = cases.handle(number)
         for to, actor in ((Status.TIER1_ANALYSIS, TIER1),):
             await handle.signal("transition", TransitionRequest(to=to, actor=actor))
@@ -194,7 +185,7 @@ async def phase(
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     task_queue = f"bench-dl-{kind}-{run}"
-    async with worker_process(kind, server, task_queue, workdir) as worker:
+    async with worker_process(kind, server, task_queue, workdir, env=policy_env(span)) as worker:
         driver = Driver(kind, server.client, task_queue, span)
         numbers = [f"D{run}-{i:05d}" for i in range(count)]
         lonely = [f"D{run}-lone-{i}" for i in range(lone)]

@@ -54,15 +54,16 @@ from bench.common import (
     dev_server,
     load,
     measured,
+    policy_env,
     table,
     worker_process,
     write_results,
 )
 from starter.client import CaseClient
+from tests.reliability.harness import case_input
 from tests.scenario import CUSTOMER, TIER1, TIER2
 from workflows.contract import (
     Actor,
-    CaseInput,
     CustomerReply,
     DeadlineKind,
     DeadlinePolicy,
@@ -90,19 +91,6 @@ QUERY_GATE = asyncio.Semaphore(QUERIES_IN_FLIGHT)
 KINDS = ("bare", "engine-noop", "engine")
 
 
-def case_input(number: str) -> CaseInput:
-    return CaseInput(
-        case_number=number,
-        institution="Alma University",
-        product="Alma",
-        priority="normal",
-        title="Loans report shows wrong totals",
-        contact_email="ann@alma.example",
-        opened_by=CUSTOMER,
-        policy=DEMO_POLICY,
-    )
-
-
 async def wait_reminder(check: Callable[[], Awaitable[bool]], polls: list[int]) -> None:
     """Poll from the reminder's instant on, backing off (0.5 s doubling to 4 s), at most
     ``QUERIES_IN_FLIGHT`` queries at once: a saturated worker answers queries late, and a
@@ -123,7 +111,7 @@ async def wait_reminder(check: Callable[[], Awaitable[bool]], polls: list[int]) 
 
 
 async def engine_case(cases: CaseClient, number: str, release_id: str, polls: list[int]) -> None:
-    await cases.open(case_input(number))
+    await cases.open(case_input(number, DEMO_POLICY))  # with a policy: tier1 opens it
     handle = cases.handle(number)
 
     async def move(to: Status, actor: Actor, **kw: Any) -> None:
@@ -192,7 +180,8 @@ async def phase(
     task_queue = f"bench-{kind}-{run}"
     client = server.client
     polls: list[int] = []
-    async with worker_process(kind, server, task_queue, workdir, options) as worker:
+    env = policy_env(min(REMINDER_S, *BARE_SPANS))
+    async with worker_process(kind, server, task_queue, workdir, options, env) as worker:
         numbers = [f"L{run}-{i:05d}" for i in range(count)]
         load_before = load()[0]
         banner(f"{kind}: {count} cases")

@@ -29,34 +29,74 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bench.bare import BareCase, BareDeadline, bare_effect
-from workflows.contract import FanOut, FanOutResult, Notify, Persist, Register
+from bench.bare import BareCase, BareDeadline, BareUpdate, bare_effect
+from workflows.contract import (
+    ActivityName,
+    BacklogChunk,
+    ClaimCase,
+    FanOut,
+    FanOutResult,
+    Notify,
+    Persist,
+    PolicySettings,
+    Register,
+    ReleaseInput,
+)
 
 
 class NoopCaseActivities:
-    """Stands in for ``activities.CaseActivities``: same names and inputs, no I/O."""
+    """Stands in for ``activities.CaseActivities``: same names and inputs, no I/O. The policy
+    settings are the worker's own (``CASES_POLICY_SHORTEST`` and ``CASES_DEFAULT_POLICY``), so a
+    case opens with the policy it would open with on the real worker."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        pass
+    def __init__(self, store: object = None, settings: Any = None, **kwargs: object) -> None:
+        from settings import get_settings, policy_settings
 
-    @activity.defn(name="persist")
+        self._policy = policy_settings(settings or get_settings())
+
+    @activity.defn(name=ActivityName.PERSIST)
     async def persist(self, request: Persist) -> None:
         return None
 
-    @activity.defn(name="notify")
+    @activity.defn(name=ActivityName.NOTIFY)
     async def notify(self, request: Notify) -> str:
         return "kept"
 
-    @activity.defn(name="persist_batch")
+    @activity.defn(name=ActivityName.PERSIST_BATCH)
     async def persist_batch(self, requests: list[Persist]) -> None:
         return None
 
-    @activity.defn(name="notify_batch")
+    @activity.defn(name=ActivityName.NOTIFY_BATCH)
     async def notify_batch(self, requests: list[Notify]) -> list[str]:
         return ["kept"] * len(requests)
 
+    @activity.defn(name=ActivityName.CLAIM_CASE)
+    async def claim_case(self, claim: ClaimCase) -> str:
+        return claim.run_id  # granted: no store holds another run's claim
+
+    @activity.defn(name=ActivityName.POLICY_SETTINGS)
+    async def policy_settings(self) -> PolicySettings:
+        return self._policy
+
+    @activity.defn(name=ActivityName.RELEASE_BACKLOG_ADD)
+    async def release_backlog_add(self, chunk: BacklogChunk) -> None:
+        return None
+
+    @activity.defn(name=ActivityName.RELEASE_BACKLOG_LOAD)
+    async def release_backlog_load(self, chunk: BacklogChunk) -> BacklogChunk:
+        return chunk
+
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.persist, self.notify, self.persist_batch, self.notify_batch]
+        return [
+            self.persist,
+            self.notify,
+            self.persist_batch,
+            self.notify_batch,
+            self.claim_case,
+            self.policy_settings,
+            self.release_backlog_add,
+            self.release_backlog_load,
+        ]
 
 
 class NoopReleaseActivities:
@@ -65,16 +105,20 @@ class NoopReleaseActivities:
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass
 
-    @activity.defn(name="register_with_release")
+    @activity.defn(name=ActivityName.REGISTER_WITH_RELEASE)
     async def register_with_release(self, effect: Register) -> None:
         return None
 
-    @activity.defn(name="fan_out_release")
+    @activity.defn(name=ActivityName.OPEN_RELEASE)
+    async def open_release(self, release: ReleaseInput) -> None:
+        return None
+
+    @activity.defn(name=ActivityName.FAN_OUT_RELEASE)
     async def fan_out_release(self, batch: FanOut) -> FanOutResult:
         return FanOutResult(signalled=len(batch.case_numbers), skipped=0)
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.register_with_release, self.fan_out_release]
+        return [self.register_with_release, self.open_release, self.fan_out_release]
 
 
 async def build(kind: str, client: Client, args: argparse.Namespace) -> tuple[Worker, Any]:
@@ -83,7 +127,7 @@ async def build(kind: str, client: Client, args: argparse.Namespace) -> tuple[Wo
         worker = Worker(
             client,
             task_queue=args.task_queue,
-            workflows=[BareCase, BareDeadline],
+            workflows=[BareCase, BareDeadline, BareUpdate],
             activities=[bare_effect],
             **options,
         )
