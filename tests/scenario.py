@@ -46,6 +46,20 @@ async def worker_polling(client: Client, task_queue: str, identity: str | None =
         raise AssertionError(f"{who} task queue {task_queue} after {POLLER_WITHIN:.0f} s")
 
 
+def case_input(number: str, **fields: Any) -> CaseInput:
+    """The scenarios' case: Ann of Alma University, a normal-priority report, opened by her."""
+    data: dict[str, Any] = {
+        "case_number": number,
+        "institution": "Alma University",
+        "product": "Alma",
+        "priority": "normal",
+        "title": "Loans report shows wrong totals",
+        "contact_email": "ann@alma.example",
+        "opened_by": CUSTOMER,
+    }
+    return CaseInput.model_validate(data | fields)
+
+
 class Case:
     """One case under test, driven through the project's own typed client."""
 
@@ -61,19 +75,9 @@ class Case:
     async def open(
         self, policy: DeadlinePolicy | PolicyOverrides | None = None, **fields: Any
     ) -> Case:
-        data: dict[str, Any] = {
-            "case_number": self.number,
-            "institution": "Alma University",
-            "product": "Alma",
-            "priority": "normal",
-            "title": "Loans report shows wrong totals",
-            "contact_email": "ann@alma.example",
-            # A customer opens with the defaults; staff may set a policy at open.
-            "opened_by": CUSTOMER if policy is None else TIER1,
-            "policy": policy,
-        }
-        data.update(fields)
-        await self.client.open(CaseInput.model_validate(data))
+        # A customer opens with the defaults; staff may set a policy at open.
+        fields.setdefault("opened_by", CUSTOMER if policy is None else TIER1)
+        await self.client.open(case_input(self.number, policy=policy, **fields))
         return self
 
     async def to(self, status: Status | str, actor: Actor, **kw: Any) -> Snapshot:

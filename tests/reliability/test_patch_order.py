@@ -27,10 +27,10 @@ from tests.reliability.test_replay import (
     replayer,
     workflow_type,
 )
-from tests.scenario import CUSTOMER
+from tests.scenario import case_input
 from worker import build_worker
 from workflows.case import SupportCase
-from workflows.contract import CASE_WORKFLOW, CaseInput, case_workflow_id
+from workflows.contract import CASE_WORKFLOW, case_workflow_id
 from workflows.release import Release
 
 # Short enough that the first task heartbeats while the local activity runs.
@@ -51,20 +51,6 @@ class _Slow(ActivityInboundInterceptor):
         if activity.info().is_local:
             await asyncio.sleep(SLOW)
         return await self.next.execute_activity(input)
-
-
-def new_case(number: str) -> CaseInput:
-    return CaseInput.model_validate(
-        {
-            "case_number": number,
-            "institution": "Alma University",
-            "product": "Alma",
-            "priority": "normal",
-            "title": "Loans report shows wrong totals",
-            "contact_email": "ann@alma.example",
-            "opened_by": CUSTOMER,
-        }
-    )
 
 
 async def claim_scheduled(handle: WorkflowHandle) -> None:
@@ -104,7 +90,7 @@ async def test_a_slow_policy_read_at_open_replays(env, worker_settings, store, u
     ):
         handle = await env.client.start_workflow(
             CASE_WORKFLOW,
-            new_case(number),
+            case_input(number),
             id=case_workflow_id(number),
             task_queue=worker_settings.task_queue,
             task_timeout=TASK_TIMEOUT,
