@@ -34,6 +34,7 @@ from temporalio.service import RPCError
 
 from activities.mailer import message_id
 from activities.store import CaseStore
+from tests.scenario import case_input as scenario_case_input
 from tests.scenario import worker_polling
 from workflows import lifecycle
 from workflows.contract import (
@@ -274,19 +275,11 @@ def expect(plan: Plan, now: datetime | None = None, until: datetime | None = Non
 
 
 def case_input(number: str, policy: DeadlinePolicy | None = None, **fields: Any) -> CaseInput:
-    data: dict[str, Any] = {
-        "case_number": number,
-        "institution": "Alma University",
-        "product": "Alma",
-        "priority": "normal",
-        "title": "Loans report shows wrong totals",
-        "contact_email": f"{number.lower()}@alma.example",
-        # A customer opens with the defaults; staff may set a policy at open.
-        "opened_by": CUSTOMER if policy is None else TIER1,
-        "policy": policy,
-    }
-    data.update(fields)
-    return CaseInput.model_validate(data)
+    """The scenarios' case, with a contact of its own (one mailbox per case in the SMTP sink)."""
+    fields.setdefault("contact_email", f"{number.lower()}@alma.example")
+    # A customer opens with the defaults; staff may set a policy at open.
+    fields.setdefault("opened_by", CUSTOMER if policy is None else TIER1)
+    return scenario_case_input(number, policy=policy, **fields)
 
 
 def to(status: str, actor: Actor, **kw: Any) -> TransitionRequest:
