@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows import bounds, integrity, lifecycle, metrics, search, trust
 from workflows.contract import (
     CASE_WORKFLOW,
+    EFFECTS_PENDING_MEMO,
     ActivityName,
     ApplyPolicy,
     CaseInput,
@@ -73,6 +74,13 @@ EFFECT_LANES_PATCH = "effect-lanes"
 # signal) changes no later command's order, however the server groups the jobs on replay. Runs
 # before it keep lanes that wait on conditions, and the order they recorded.
 LANE_WAKES_PATCH = "lane-wakes"
+# Runs that record this marker never end a workflow task that heard an effect's result without a
+# command: a lane that goes idle writes the outbox's count to the memo. Temporal's SDK core takes
+# a task without commands that is followed at once by another task's scheduling (an update's, when
+# no worker had the case cached) for a heartbeat, and hands its jobs over together with the
+# update's; the SDK then runs the update first, while a replay runs the result first, and the
+# commands that follow come in another order (tests/reliability/test_update_after_idle_lane.py).
+EFFECT_MARKS_PATCH = "effect-marks"
 # Runs that record this marker run the rules' latest edition (``lifecycle.EDITION``) and read the
 # worker's policy settings when a case opens; older runs keep edition 1 until their next run.
 EDITION_PATCH = "guide-edition-2"
@@ -107,6 +115,7 @@ class SupportCase:
         self._lanes = False  # the run's effects run in lanes (per kind, batched)
         # With LANE_WAKES_PATCH: one event per lane, set when effects of its kind are queued.
         self._wakes: dict[str, asyncio.Event] | None = None
+        self._marks = False  # with EFFECT_MARKS_PATCH: a lane going idle updates the memo
         # Search attributes and details are published once per activation, not once per event,
         # so a flood of signals in one activation stays one cheap workflow task.
         self._changed = True
@@ -169,6 +178,7 @@ class SupportCase:
         if self._lanes and workflow.patched(LANE_WAKES_PATCH):
             self._wakes = {kind: asyncio.Event() for kind in EFFECT_LANES}
             self._wake_lanes()  # the effects a continued run carried over
+            self._marks = workflow.patched(EFFECT_MARKS_PATCH)
         if self._opened_now:
             # Counted before the first await: the activation after a local activity's result
             # can count as replaying, and a replay records no metric.
@@ -318,7 +328,10 @@ class SupportCase:
                     continue
             while batch := take(pending(), options.batch, EFFECT_BATCH_BYTES):
                 await self._run_batch(kind, options, batch)
-                if self._wakes is None or self._draining:
+                goes_on = self._wakes is not None and not self._draining
+                if self._marks and not (goes_on and pending()):
+                    workflow.upsert_memo({EFFECTS_PENDING_MEMO: len(self._effects)})
+                if not goes_on:
                     break
 
     async def _run_batch(self, kind: str, options: EffectOptions, batch: list[Effect]) -> None:

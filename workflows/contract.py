@@ -37,6 +37,10 @@ RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
 CASE_ID_PREFIX = "case-"
 RELEASE_ID_PREFIX = "release-"
 
+# The case's memo: how many of its effects (emails, records, registrations) are not yet done,
+# as of the last time one of its effect lanes went idle (0: everything it decided has happened).
+EFFECTS_PENDING_MEMO = "effects_pending"
+
 
 def case_workflow_id(case_number: str) -> str:
     return f"{CASE_ID_PREFIX}{case_number}"

@@ -31,7 +31,7 @@ HISTORIES = Path(os.environ.get("CAPTURE_HISTORIES_DIR", REPO / "tests" / "histo
 SCENARIOS = sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_case_*.py"))
 # A history bigger than this is left out: the first run of the continue-as-new test, a flood of
 # 1,500 identical refused signals (its second run, which starts from carried state, is kept).
-MAX_BYTES = int(os.environ.get("CAPTURE_MAX_BYTES", 300_000))
+MAX_BYTES = int(os.environ.get("CAPTURE_MAX_BYTES", 320_000))
 SKIPPED: list[str] = []
 
 
