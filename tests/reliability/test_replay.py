@@ -98,9 +98,9 @@ def test_histories_from_before_each_patch_are_kept_beside_todays() -> None:
     # The guide's edition 2 and the integrity rules came with one change: the shape before it
     # has neither marker; today's cases record both.
     assert shapes["guide-edition-2"] >= 10, shapes
-    older = (".before-guide-edition-2", ".before-effect-lanes")
+    older = {"guide-edition-2", "effect-lanes"}
     for patch in ("guide-edition-2", "integrity"):
-        assert all(patch not in found for name, found in patched.items() if name.removesuffix(".json").endswith(older))
+        assert all(patch not in patched.get(p.name, ()) for p in FILES if shape_of(p) in older)
         assert any(patch in found for name, found in patched.items() if ".before-" not in name)
     # Lanes that mark going idle in the memo: the shape before it (lanes woken by events) stays.
     assert shapes["effect-marks"] >= 10, shapes
