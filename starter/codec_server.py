@@ -11,7 +11,9 @@ address (the default is 127.0.0.1) and give the token only to those who may read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -105,13 +107,23 @@ def bound_port(runner: web.AppRunner) -> int:
 async def serve(
     app: web.Application, host: str, port: int, ready: Callable[[], None] | None = None
 ) -> None:
-    """Serve until cancelled (Ctrl-C); ``ready`` is called once it listens."""
+    """Serve until SIGINT (Ctrl-C) or SIGTERM, or until cancelled; ``ready`` is called once it
+    listens. The signals are handled here, not left to their inherited disposition: a process
+    started in the background by a script inherits SIGINT ignored, and must still stop on it."""
     runner = await start(app, host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):  # not main thread
+            loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready()
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Self, cast
 
 import asyncpg
 import pytest
+import structlog
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import make_url
 
@@ -57,6 +59,20 @@ class PostgresDatabases:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
+
+
+@pytest.fixture(autouse=True)
+def _worker_logs_to_the_real_stderr() -> Iterator[None]:
+    """An in-process worker's log lines go to the real stderr, never into a command's output.
+
+    structlog's default logger writes to whatever ``sys.stdout`` is when it logs, and Typer's
+    ``CliRunner`` swaps ``sys.stdout`` for the whole process while a command runs (in a thread,
+    beside the worker): an activity that logged then landed in the command's output (a signed
+    token read from it was refused: "Invalid header padding")."""
+    saved = structlog.get_config()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

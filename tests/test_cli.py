@@ -43,13 +43,9 @@ def cli_env(env: Any, worker_settings: Any) -> dict[str, str | None]:
 def cli(case_worker: Any, cli_env: dict[str, str | None]) -> Iterator[Cli]:
     """Run the CLI in a thread (it runs its own event loop) while the worker runs in ours.
 
-    The runner swaps ``sys.stdout`` for the whole process; structlog's default logger writes to
-    whatever ``sys.stdout`` is, so the worker's log lines would land in the CLI's output. They
-    go to the real stderr while a test runs the CLI.
+    The worker's log lines go to the real stderr, not into the command's output (conftest).
     """
     runner = CliRunner()
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
 
     async def run(*args: str, expect: int = 0, env: dict[str, str | None] | None = None) -> Result:
         environ = {**cli_env, **(env or {})}
@@ -61,7 +57,15 @@ def cli(case_worker: Any, cli_env: dict[str, str | None]) -> Iterator[Cli]:
         return result
 
     yield run
-    structlog.configure(**saved)
+
+
+def test_a_worker_log_line_stays_out_of_a_commands_captured_output() -> None:
+    """While a command runs, the runner has swapped ``sys.stdout`` for the whole process; a line
+    an in-process worker's activity logs meanwhile must not land in the command's output."""
+    with CliRunner().isolation() as (stdout, stderr, _):
+        structlog.get_logger("activities.notify").info("notify.sent", to="ann@alma.example")
+        captured = stdout.getvalue() + stderr.getvalue()
+    assert b"notify.sent" not in captured
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -595,9 +596,21 @@ def test_the_readme_keys_file_is_what_the_worker_reads(tmp_path: Path) -> None:
     assert set(ring.keys) == {"2026-06", "2026-11"}
 
 
-async def test_python_m_starter_codec_server_serves_and_stops(tmp_path: Path) -> None:
+# Ctrl-C in a terminal, SIGTERM from a service manager, and SIGINT to a process that a script
+# started in the background (which inherits SIGINT ignored): each stops it, with exit code 0.
+@pytest.mark.parametrize(
+    ("stop", "inherited"),
+    [
+        (signal.SIGINT, signal.SIG_DFL),
+        (signal.SIGTERM, signal.SIG_DFL),
+        (signal.SIGINT, signal.SIG_IGN),
+    ],
+    ids=["ctrl-c", "sigterm", "sigint-to-a-background-job"],
+)
+async def test_python_m_starter_codec_server_serves_and_stops(
+    tmp_path: Path, stop: signal.Signals, inherited: signal.Handlers
+) -> None:
     import os
-    import signal
     import sys
 
     from tests.conftest import free_port
@@ -607,6 +620,7 @@ async def test_python_m_starter_codec_server_serves_and_stops(tmp_path: Path) ->
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "starter", "codec-server", "--port", str(port),
         env=environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, inherited),
     )  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -622,8 +636,8 @@ async def test_python_m_starter_codec_server_serves_and_stops(tmp_path: Path) ->
             [payload] = (await answer.json())["payloads"]
         assert json.loads(base64.b64decode(payload["data"])) == EMAIL
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), 30) == 130
+        proc.send_signal(stop)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
 async def test_python_m_starter_codec_server_without_keys_says_so() -> None:

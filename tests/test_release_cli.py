@@ -9,13 +9,11 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import structlog
 from typer.testing import CliRunner, Result
 
 from runtime.connection import temporal_cli
@@ -33,8 +31,6 @@ def cli(case_worker: Any, env: Any, worker_settings: Any) -> Iterator[Cli]:
     """The Typer app in a thread (it runs its own event loop) while the worker runs in ours;
     the worker's log lines go to the real stderr, not into the CLI's captured output."""
     runner = CliRunner()
-    saved = structlog.get_config()
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.__stderr__))
     environ = {
         "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
         "TEMPORAL_NAMESPACE": env.client.namespace,
@@ -52,7 +48,6 @@ def cli(case_worker: Any, env: Any, worker_settings: Any) -> Iterator[Cli]:
         return result
 
     yield run
-    structlog.configure(**saved)
 
 
 async def test_a_release_train_is_scheduled_listed_and_refused_twice(
