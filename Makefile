@@ -51,8 +51,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.plot
 
 # The soak (tests/soak/): random traffic and random faults for MINUTES, then every case checked
-# against the pure core. Loopback only; not part of `make test` nor of CI. The same SEED replays
-# the same traffic scripts and fault schedule (printed at the start).
+# against the pure core. Loopback only; not part of `make test`; CI runs a 5-minute profile.
+# The same SEED replays the same traffic scripts and fault schedule (printed at the start).
 MINUTES ?= 30
 STORE ?= postgresql
 CASES ?= 500
