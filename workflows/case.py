@@ -74,12 +74,10 @@ EFFECT_LANES_PATCH = "effect-lanes"
 # signal) changes no later command's order, however the server groups the jobs on replay. Runs
 # before it keep lanes that wait on conditions, and the order they recorded.
 LANE_WAKES_PATCH = "lane-wakes"
-# Runs that record this marker never end a workflow task that heard an effect's result without a
-# command: a lane that goes idle writes the outbox's count to the memo. Temporal's SDK core takes
-# a task without commands that is followed at once by another task's scheduling (an update's, when
-# no worker had the case cached) for a heartbeat, and hands its jobs over together with the
-# update's; the SDK then runs the update first, while a replay runs the result first, and the
-# commands that follow come in another order (tests/reliability/test_update_after_idle_lane.py).
+# Runs that record this marker end no workflow task that heard an effect's result without a
+# command (a lane going idle writes the outbox's count to the memo): SDK core hands a task without
+# commands over again together with a following update's and runs the update first, where a
+# replay runs the result first, so later commands would come in another order.
 EFFECT_MARKS_PATCH = "effect-marks"
 # Runs that record this marker run the rules' latest edition (``lifecycle.EDITION``) and read the
 # worker's policy settings when a case opens; older runs keep edition 1 until their next run.
