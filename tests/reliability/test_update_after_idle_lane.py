@@ -28,26 +28,24 @@ from workflows.release import Release
 RESULTS = {"EVENT_TYPE_ACTIVITY_TASK_COMPLETED", "EVENT_TYPE_ACTIVITY_TASK_FAILED"}
 
 
-def idle_tasks_after_results(history: WorkflowHistory) -> list[int]:
-    """The workflow tasks that heard an effect's result and issued no command before the next
-    task was scheduled: the shape core hands over again with whatever comes next."""
-    events = json.loads(history.to_json())["events"]
-    kinds = [e["eventType"].removeprefix("EVENT_TYPE_") for e in events]
-    found: list[int] = []
-    heard_result = False
-    for index, kind in enumerate(kinds):
-        if "EVENT_TYPE_" + kind in RESULTS:
-            heard_result = True
-        if kind == "WORKFLOW_TASK_COMPLETED":
-            following = kinds[index + 1] if index + 1 < len(kinds) else None
-            if heard_result and following == "WORKFLOW_TASK_SCHEDULED":
-                found.append(int(events[index]["eventId"]))
-            heard_result = False
-    return found
-
-
 def kinds_of(history: WorkflowHistory) -> list[str]:
     return [e["eventType"] for e in json.loads(history.to_json())["events"]]
+
+
+def idle_tasks_after_results(history: WorkflowHistory) -> list[int]:
+    """The workflow tasks (by their completed event's id) that heard an effect's result and
+    issued no command before the next task was scheduled: the shape core hands over again with
+    whatever comes next."""
+    kinds = kinds_of(history)
+    found: list[int] = []
+    heard_result = False
+    for index, kind in enumerate(kinds, start=1):  # event ids count from 1
+        heard_result = heard_result or kind in RESULTS
+        if kind == "EVENT_TYPE_WORKFLOW_TASK_COMPLETED":
+            if heard_result and kinds[index : index + 1] == ["EVENT_TYPE_WORKFLOW_TASK_SCHEDULED"]:
+                found.append(index)
+            heard_result = False
+    return found
 
 
 async def test_a_reply_during_an_outage_after_an_email_replays(
