@@ -1,4 +1,4 @@
-"""The README's figure: lateness distributions and throughput ratios, from ``bench/results``.
+"""The README's figure: lateness, throughput, memory at scale, update latency (``bench/results``).
 
 .venv/bin/python -m bench.plot   # writes bench/engine-benchmarks.png
 """
@@ -25,9 +25,55 @@ def read(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def scale_panels(scale: dict[str, Any], memory: Any, updates: Any) -> None:
+    """Worker RSS against open cases, and update round trips warm and evicted, per kind."""
+    for run in scale["runs"]:
+        levels = [x for x in run["levels"] if x["open_cases"] and not x.get("capped")]
+        memory.plot(
+            [x["open_cases"] for x in levels],
+            [x["rss_mib"] for x in levels],
+            marker="o",
+            color=COLORS.get(run["kind"]),
+            label=f"{run['kind']} worker",
+        )
+        memory.plot(
+            [x["open_cases"] for x in levels],
+            [x["server_rss_mib"] for x in levels],
+            marker="s",
+            linestyle=":",
+            color=COLORS.get(run["kind"]),
+            label=f"{run['kind']} dev server",
+        )
+    memory.set_xscale("log")
+    memory.set_xlabel("open cases, waiting")
+    memory.set_ylabel("RSS (MiB)")
+    memory.set_title(f"memory with {scale['cases']:,} open cases (cache 1,000)")
+    memory.grid(alpha=0.3)
+    memory.legend(fontsize=8)
+    bars = [
+        (f"{run['kind']}\n{which}", run["kind"], u)
+        for which in ("warm", "evicted")
+        for run in scale["runs"]
+        if (u := run["updates"].get(which))
+    ]
+    for i, (_, kind, u) in enumerate(bars):
+        updates.bar(i - 0.2, u["p50_ms"], 0.4, color=COLORS.get(kind), alpha=0.5)
+        updates.bar(i + 0.2, u["p99_ms"], 0.4, color=COLORS.get(kind))
+        updates.annotate(f"{u['p99_ms']:.0f}", (i + 0.2, u["p99_ms"]), ha="center", va="bottom")
+    updates.axhline(1000, color="black", linestyle="--", linewidth=1, label="evicted goal 1 s")
+    updates.set_xticks(range(len(bars)), [label for label, _, _ in bars], fontsize=8)
+    updates.set_ylabel("update round trip (ms): p50 light, p99 dark")
+    updates.set_title(f"transition update at {scale['cases']:,} open cases")
+    updates.legend(loc="upper left", fontsize=8)
+
+
 def main() -> None:
     deadlines, lifecycle = read("deadlines"), read("lifecycle")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[3, 2])
+    scale = read("scale-20000") or read("scale-4000")
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), width_ratios=[3, 2])
+    (left, right), (memory, updates) = axes
+    if scale:
+        scale_panels(scale, memory, updates)
     if deadlines:
         for p in deadlines["phases"]:
             values = sorted(p["lateness_s"])

@@ -724,25 +724,25 @@ async def main() -> None:
     cap = args.cap_minutes * 60
     started = time.monotonic()
     results = []
+    header = {
+        "cases": args.cases,
+        "levels": levels,
+        "updates": args.updates,
+        "due": args.due,
+        "release_closing": args.release_closing,
+        "cap_minutes": args.cap_minutes,
+        "long_events": [LONG_EVENTS, LONG_EVENTS_MAX, CASE_HISTORY_BOUND],
+    }
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for name in kinds:
             left = cap - (time.monotonic() - started)
             share = left / 3 if name == "bare" and len(kinds) > 1 else left
             results.append(await run_kind(name, args, levels, Path(tmp), share))
+            # A run of hours keeps what it measured so far: one kind's figures are written as
+            # soon as they are complete.
+            write_results(args.name, {**header, "runs": results})
     report(results)
-    path = write_results(
-        args.name,
-        {
-            "cases": args.cases,
-            "levels": levels,
-            "updates": args.updates,
-            "due": args.due,
-            "release_closing": args.release_closing,
-            "cap_minutes": args.cap_minutes,
-            "long_events": [LONG_EVENTS, LONG_EVENTS_MAX, CASE_HISTORY_BOUND],
-            "runs": results,
-        },
-    )
+    path = write_results(args.name, {**header, "runs": results})
     print(f"\nwritten: {path}")
 
 
