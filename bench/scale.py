@@ -234,23 +234,31 @@ class Engine(Kind):
     async def signal(self, number: str, name: str, event: Any) -> None:
         await self.cases.signal(number, name, event)
 
-    async def to(self, number: str, status: Status, actor: Any, **kw: Any) -> None:
-        await self.signal(
-            number, HandlerName.TRANSITION, TransitionRequest(to=status, actor=actor, **kw)
-        )
+    async def to(
+        self, number: str, status: Status, actor: Any, wait: bool = False, **kw: Any
+    ) -> None:
+        request = TransitionRequest(to=status, actor=actor, **kw)
+        if wait:  # an update: answered once the case has taken this step and those before it
+            await self.cases.transition(number, request)
+        else:
+            await self.signal(number, HandlerName.TRANSITION, request)
 
     async def open(self, number: str, policy: DeadlinePolicy | None = None) -> None:
         # With a policy tier1 opens it (a customer's is not used), else the customer does.
         await self.cases.open(case_input(number, policy))
 
-    async def to_development(self, number: str) -> None:
+    async def to_development(self, number: str, wait: bool = False) -> None:
         await self.to(number, Status.TIER1_ANALYSIS, TIER1)
         handoff = TierHandoff(to_tier=2, reason="defect_verification", actor=TIER1)
         await self.signal(number, HandlerName.TIER_HANDOFF, handoff)
         await self.to(number, Status.TIER2_ANALYSIS, TIER2)
-        await self.to(number, DEVEL, TIER2)
+        await self.to(number, DEVEL, TIER2, wait=wait)
 
     async def place(self, index: int, status: Status) -> None:
+        """Open one case and move it to ``status``: signals, the last step an update, so a
+        placement ends when the case waits there. Cases in flight stay at ``RPC_CONCURRENCY``,
+        well inside the worker's cache; with signals alone thousands were in flight at once
+        and each of their tasks missed the cache (a replay, and the sandbox's re-import)."""
         number = f"S{self.run}-{index:05d}"
         due = status is PR and len(self.due_numbers) < self.args.due
         if due:
@@ -258,14 +266,15 @@ class Engine(Kind):
         await self.open(number, self.due_policy if due else None)
         if status is PCR:
             await self.to(number, Status.TIER1_ANALYSIS, TIER1)
-            await self.to(number, PCR, TIER1, note="please send the log")
+            await self.to(number, PCR, TIER1, wait=True, note="please send the log")
             return
-        await self.to_development(number)
+        await self.to_development(number, wait=status is DEVEL)
         if status is PWP:
-            await self.to(number, PWP, DEV)
+            await self.to(number, PWP, DEV, wait=True)
         elif status is PR:
             release = self.due_release if due else self.later_release
-            await self.to(number, PR, TIER2, release_id=release)  # the owner tier's analyst
+            # The owner tier's analyst.
+            await self.to(number, PR, TIER2, wait=True, release_id=release)
 
     async def placed(self, want: Counter[Status], within: float) -> None:
         tq = self.worker.task_queue
