@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # their determinism then rests on the code alone, which the replay tests check sandboxed.
     workflow_sandbox: bool = True
     # Cases kept in the worker's memory between their events (the SDK's max_cached_workflows):
-    # fewer bound the memory (about 150 KiB each) at the price of a replay when an evicted case
+    # fewer bound the memory (170-310 KiB each) at the price of a replay when an evicted case
     # wakes.
     workflow_cache: int = 1000
     # The embedded Temporal dev server (``python worker.py`` with no Temporal address configured).

@@ -25,9 +25,12 @@ def read(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def scale_panels(scale: dict[str, Any], memory: Any, updates: Any) -> None:
-    """Worker RSS against open cases, and update round trips warm and evicted, per kind."""
-    for run in scale["runs"]:
+def scale_panels(
+    runs: list[dict[str, Any]], scale: dict[str, Any], memory: Any, updates: Any
+) -> None:
+    """Worker RSS against open cases (``runs``), and update round trips warm and evicted, per
+    kind (``scale``: one run with both kinds)."""
+    for run in runs:
         levels = [x for x in run["levels"] if x["open_cases"] and not x.get("capped")]
         memory.plot(
             [x["open_cases"] for x in levels],
@@ -47,7 +50,7 @@ def scale_panels(scale: dict[str, Any], memory: Any, updates: Any) -> None:
     memory.set_xscale("log")
     memory.set_xlabel("open cases, waiting")
     memory.set_ylabel("RSS (MiB)")
-    memory.set_title(f"memory with {scale['cases']:,} open cases (cache 1,000)")
+    memory.set_title("memory against open cases (cache 1,000)")
     memory.grid(alpha=0.3)
     memory.legend(fontsize=8)
     bars = [
@@ -69,11 +72,18 @@ def scale_panels(scale: dict[str, Any], memory: Any, updates: Any) -> None:
 
 def main() -> None:
     deadlines, lifecycle = read("deadlines"), read("lifecycle")
-    scale = read("scale-20000") or read("scale-4000")
+    # Memory: the largest run of each kind; updates: the last run that measured both kinds.
+    scale = read("scale-4000")
+    runs = [
+        r
+        for name in ("scale-20000", "scale-engine-5000")
+        if (doc := read(name))
+        for r in doc["runs"]
+    ]
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), width_ratios=[3, 2])
     (left, right), (memory, updates) = axes
     if scale:
-        scale_panels(scale, memory, updates)
+        scale_panels(runs or scale["runs"], scale, memory, updates)
     if deadlines:
         for p in deadlines["phases"]:
             values = sorted(p["lateness_s"])

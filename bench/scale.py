@@ -61,7 +61,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 
 from bench import bare
 from bench.common import (
@@ -227,6 +227,7 @@ class Engine(Kind):
         self.due_policy = DeadlinePolicy.model_validate({"release_closing": args.release_closing})
         self.due_numbers: list[str] = []
         self.at: dict[str, Status] = {}
+        self.update_timeouts = 0  # placements whose last update timed out (see ``to``)
 
     def workflow_id(self, number: str) -> str:
         return f"case-{number}"
@@ -238,10 +239,17 @@ class Engine(Kind):
         self, number: str, status: Status, actor: Any, wait: bool = False, **kw: Any
     ) -> None:
         request = TransitionRequest(to=status, actor=actor, **kw)
-        if wait:  # an update: answered once the case has taken this step and those before it
-            await self.cases.transition(number, request)
-        else:
+        if not wait:
             await self.signal(number, HandlerName.TRANSITION, request)
+            return
+        try:  # an update: answered once the case has taken this step and those before it
+            await self.cases.transition(number, request)
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            # Not accepted within the server's long poll (about a minute) on a loaded server; an
+            # update the server admitted is still delivered, so wait for the status (counted).
+            self.update_timeouts += 1
+            while (await self.cases.snapshot(number)).status is not status:
+                await asyncio.sleep(1.0)
 
     async def open(self, number: str, policy: DeadlinePolicy | None = None) -> None:
         # With a policy tier1 opens it (a customer's is not used), else the customer does.
@@ -471,6 +479,7 @@ async def open_levels(
             "opened_in_s": round(seconds, 1) if seconds is not None else None,
             "open_rate": round(count_step / seconds, 2) if seconds else None,
             "load": load()[0],
+            "update_rpc_timeouts": getattr(kind, "update_timeouts", 0),
             **worker.troubles(),
         }
 
