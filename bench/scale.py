@@ -192,6 +192,7 @@ class Kind:
     def __init__(self, server: Server, worker: WorkerProcess, run: str, args: Any) -> None:
         self.server, self.worker, self.run, self.args = server, worker, run, args
         self.client = server.client
+        self.update_timeouts = 0  # placements whose last update timed out (``Engine.to``)
 
     async def place(self, index: int, status: Status) -> None:
         raise NotImplementedError
@@ -227,7 +228,6 @@ class Engine(Kind):
         self.due_policy = DeadlinePolicy.model_validate({"release_closing": args.release_closing})
         self.due_numbers: list[str] = []
         self.at: dict[str, Status] = {}
-        self.update_timeouts = 0  # placements whose last update timed out (see ``to``)
 
     def workflow_id(self, number: str) -> str:
         return f"case-{number}"
@@ -479,7 +479,7 @@ async def open_levels(
             "opened_in_s": round(seconds, 1) if seconds is not None else None,
             "open_rate": round(count_step / seconds, 2) if seconds else None,
             "load": load()[0],
-            "update_rpc_timeouts": getattr(kind, "update_timeouts", 0),
+            "update_rpc_timeouts": kind.update_timeouts,
             **worker.troubles(),
         }
 
