@@ -23,6 +23,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -168,6 +169,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             histories = await bounded(20, (history(client, kind.workflow_id(n)) for n in numbers))
         if store is not None:
             await store.dispose()
+    case_store = store_per_case(workdir / "cases.db", len(numbers)) if store is not None else None
+    shutil.rmtree(workdir, ignore_errors=True)
     diff = after.compare_to(before, "traceback") if after and before else []
     parts: Counter[str] = Counter()
     lines: Counter[str] = Counter()
@@ -191,9 +194,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "history_events_per_case": round(sum(events) / len(events), 1),
         "history_bytes_per_event": round(sum(size) / sum(events)),
         "mix": dict(Counter(str(x) for x in statuses)),
-        "case_store": store_per_case(workdir / "cases.db", len(numbers))
-        if args.kind == "engine"
-        else None,
+        "case_store": case_store,
         "parts_kib_per_case": {k: round(v / 1024 / n, 1) for k, v in parts.most_common()},
         "lines_kib_per_case": {k: round(v / 1024 / n, 2) for k, v in lines.most_common(args.top)},
     }
