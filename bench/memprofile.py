@@ -42,9 +42,9 @@ from bench import bare
 from bench.common import banner, bounded, dev_server, table, write_results
 from bench.deadlines import wait_count
 from bench.scale import Bare, Engine, mix
+from bench.worker_proc import CASE_MODULES
 
 ROOT = str(Path(__file__).resolve().parent.parent) + "/"
-CASE_MODULES = ("workflows.case", "workflows.metrics")
 WARM = 40  # cases placed before the first snapshot
 # Frames kept per allocation. One (the allocating line) keeps the worker fast enough that its
 # workflow tasks and local activities stay within their timeouts; more attributes each allocation

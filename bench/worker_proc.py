@@ -9,8 +9,9 @@
   activities that cost what the bare ones cost.
 - ``bare``: ``bench.bare`` on a plain ``Worker`` with the SDK's defaults.
 
-``--options`` (JSON) are extra ``Worker`` keyword arguments, the same for every kind. The process
-writes ``--ready-file`` once it polls, and drains on SIGTERM.
+``--options`` (JSON) are extra ``Worker`` keyword arguments, the same for every kind;
+``BENCH_PASS_CASE=1`` shares the case workflow's modules across sandboxed runs (a candidate).
+The process writes ``--ready-file`` once it polls, and drains on SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from workflows.contract import (
     Register,
     ReleaseInput,
 )
+
+# The case workflow's modules, which the sandbox re-imports for every run it creates.
+CASE_MODULES = ("workflows.case", "workflows.metrics")
 
 
 class NoopCaseActivities:
@@ -138,6 +142,11 @@ async def build(kind: str, client: Client, args: argparse.Namespace) -> tuple[Wo
     from activities import CaseStore, upgrade
     from settings import Settings
 
+    if os.environ.get("BENCH_PASS_CASE"):
+        # A candidate the benches measure, not the default: the case workflow's own modules
+        # shared by every sandboxed run instead of re-imported into each (bench/README.md).
+        shared = (*project_worker.PASSTHROUGH, *CASE_MODULES)
+        project_worker.PASSTHROUGH = shared  # type: ignore[assignment]
     settings = Settings(task_queue=args.task_queue, database_url=args.database_url, smtp_url=None)
     logs.configure(settings.log_format, os.environ.get("CASES_LOG_LEVEL", settings.log_level))
     if kind == "engine-noop":
