@@ -42,7 +42,7 @@ from bench import bare
 from bench.common import banner, bounded, dev_server, table, write_results
 from bench.deadlines import wait_count
 from bench.scale import Bare, Engine, mix
-from bench.worker_proc import CASE_MODULES
+from bench.worker_proc import share_case_modules
 
 ROOT = str(Path(__file__).resolve().parent.parent) + "/"
 WARM = 40  # cases placed before the first snapshot
@@ -129,10 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await upgrade(url)
             store = CaseStore(url)
             if args.pass_case:
-                # A candidate, not the default: the case workflow's own module shared by every
-                # run instead of re-imported into each run's sandbox.
-                shared = (*project_worker.PASSTHROUGH, *CASE_MODULES)
-                project_worker.PASSTHROUGH = shared  # type: ignore[assignment]
+                share_case_modules()
             worker = project_worker.build_worker(client, settings, store, **options)
         else:
             if not args.sandbox:

@@ -48,6 +48,15 @@ from workflows.contract import (
 CASE_MODULES = ("workflows.case", "workflows.metrics")
 
 
+def share_case_modules() -> None:
+    """A candidate the benches measure, not the default: the case workflow's own modules shared
+    by every sandboxed run of the next ``build_worker`` instead of re-imported into each."""
+    import worker as project_worker
+
+    shared = (*project_worker.PASSTHROUGH, *CASE_MODULES)
+    project_worker.PASSTHROUGH = shared  # type: ignore[assignment]
+
+
 class NoopCaseActivities:
     """Stands in for ``activities.CaseActivities``: same names and inputs, no I/O. The policy
     settings are the worker's own (``CASES_POLICY_SHORTEST`` and ``CASES_DEFAULT_POLICY``), so a
@@ -143,10 +152,7 @@ async def build(kind: str, client: Client, args: argparse.Namespace) -> tuple[Wo
     from settings import Settings
 
     if os.environ.get("BENCH_PASS_CASE"):
-        # A candidate the benches measure, not the default: the case workflow's own modules
-        # shared by every sandboxed run instead of re-imported into each (bench/README.md).
-        shared = (*project_worker.PASSTHROUGH, *CASE_MODULES)
-        project_worker.PASSTHROUGH = shared  # type: ignore[assignment]
+        share_case_modules()
     settings = Settings(task_queue=args.task_queue, database_url=args.database_url, smtp_url=None)
     logs.configure(settings.log_format, os.environ.get("CASES_LOG_LEVEL", settings.log_level))
     if kind == "engine-noop":
