@@ -124,6 +124,7 @@ class SmtpSink:
     refusing: set[str] = field(default_factory=set)
     refused_for_good: dict[str, str] = field(default_factory=dict)
     refusals: list[str] = field(default_factory=list)  # every RCPT answered with an error
+    holding: set[str] = field(default_factory=set)
     _controller: Controller | None = None
 
     def refuse_once(self, address: str) -> None:
@@ -134,9 +135,19 @@ class SmtpSink:
         """Every message to ``address`` is refused for good with ``answer`` (a 5xx)."""
         self.refused_for_good[address] = answer
 
+    def hold(self, address: str) -> None:
+        """Messages to ``address`` wait unanswered at RCPT until ``release()``, as a stalled mail
+        server keeps them: the sender is then certainly mid-send when a test needs it to be."""
+        self.holding.add(address)
+
+    def release(self) -> None:
+        self.holding.clear()
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
+        while address in self.holding:
+            await asyncio.sleep(0.05)
         if address in self.refused_for_good:
             self.refusals.append(address)
             return self.refused_for_good[address]
@@ -165,6 +176,7 @@ class SmtpSink:
         return self
 
     def stop(self) -> None:
+        self.release()
         if self._controller is not None:
             self._controller.stop()
             self._controller = None

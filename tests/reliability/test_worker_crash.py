@@ -21,6 +21,7 @@ from tests.reliability.harness import (
     Tally,
     WorkerProcess,
     arrived,
+    case_input,
     case_worker_environment,
     check_deadline_instants,
     check_outcome,
@@ -39,6 +40,21 @@ from workflows.contract import DeadlinePolicy
 POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
 WITH_TIMERS = {"Pending Customer Response", "Closing"}
 BOTH_AT_THE_KILL = 5  # cases seen in activities, and on timers, just before the kill
+# Sends and timers of the others last a second or a few: a fast worker, or a poll slowed by a
+# busy machine, can pass every moment when enough of both are seen. So that many cases are made
+# certain to be in both, whatever the machine's speed: their mail server stalls until the kill,
+# and their Closing lasts long enough to be seen.
+SLOW_CLOSING = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="30s")
+
+
+def kill_plans(prefix: str, count: int, inbox: Any) -> list[Plan]:
+    """The mixed plans, a few of them stalled in a send and a few on a long Closing."""
+    plans = mixed_plans(prefix, count, POLICY)
+    for plan in [p for p in plans if p.label == "tier2-confirmed"][:BOTH_AT_THE_KILL]:
+        inbox.hold(plan.case.contact_email)
+    for plan in [p for p in plans if p.label == "resolved"][:BOTH_AT_THE_KILL]:
+        plan.case = case_input(plan.number, SLOW_CLOSING)
+    return plans
 
 
 async def finish(
@@ -82,8 +98,9 @@ async def kill_when_busy(
     client: Client, worker: WorkerProcess, inbox: Any, plans: list[Plan], fraction: float
 ) -> tuple[int, int]:
     """Kill -9 once ``fraction`` of the emails arrived and the cases are seen both in activities
-    and on timers; how many cases were in each at the kill. Under load the first emails are all
-    openings, so an email count alone may catch no case on a timer yet (or every timer done)."""
+    and on timers (``kill_plans`` makes sure some are), then let the stalled sends go; how many
+    cases were in each at the kill. Under load the first emails are all openings, so an email
+    count alone may catch no case on a timer yet (or every timer done)."""
     wanted = sum(len(expect(p).message_ids) for p in plans)
     ids = [p.workflow_id for p in plans]
     seen = (0, 0)
@@ -108,6 +125,7 @@ async def kill_when_busy(
 
     await wait_until(busy, 120, progress)
     worker.kill()
+    inbox.release()
     at_kill = await describe_all(client, ids)
     in_activities = sum(d.pending_activities > 0 for d in at_kill)
     on_timers = sum(d.case_status in WITH_TIMERS for d in at_kill)
@@ -127,7 +145,7 @@ async def test_worker_kill_9_with_200_cases_mid_lifecycle(
     url = await postgres_databases.create()
     task_queue = unique("kill9")
     settings = case_worker_environment(env, task_queue, url, inbox)
-    plans = mixed_plans(unique("K"), 200, POLICY)
+    plans = kill_plans(unique("K"), 200, inbox)
     first = spawn_worker(settings, "first")
     await first.ready()
     await open_and_drive(env.client, task_queue, plans)
@@ -161,7 +179,7 @@ async def test_two_workers_one_killed_the_other_finishes(
     url = await postgres_databases.create()
     task_queue = unique("pair")
     settings = case_worker_environment(env, task_queue, url, inbox)
-    plans = mixed_plans(unique("P"), 100, POLICY)
+    plans = kill_plans(unique("P"), 100, inbox)
     doomed, survivor = spawn_worker(settings, "doomed"), spawn_worker(settings, "survivor")
     await asyncio.gather(doomed.ready(), survivor.ready())
     await open_and_drive(env.client, task_queue, plans)
