@@ -457,6 +457,7 @@ async def open_levels(
     db: Path,
     clock: Clock,
     out: dict[str, Any],
+    save: Callable[[], None],
 ) -> None:
     worker, server = kind.worker, kind.server
     assert worker.process is not None and server.process is not None
@@ -505,6 +506,7 @@ async def open_levels(
             raise
         opened = level
         rows.append(level_row(level, time.monotonic() - step))
+        save()
         banner(
             f"{kind.name}: {level} open, worker RSS {rows[-1]['rss_mib']} MiB, server RSS "
             f"{rows[-1]['server_rss_mib']} MiB, db {rows[-1]['db_mib']} MiB"
@@ -588,8 +590,15 @@ async def _grow(kind: Kind, numbers: list[str]) -> list[int]:
 
 
 async def run_kind(
-    name: str, args: Any, levels: list[int], workdir: Path, cap_s: float
+    name: str,
+    args: Any,
+    levels: list[int],
+    workdir: Path,
+    cap_s: float,
+    save: Callable[[dict[str, Any]], None],
 ) -> dict[str, Any]:
+    """One kind's run; ``save(out)`` writes what it measured so far (after each level and
+    stage: a run of hours that is stopped keeps its figures)."""
     run = uuid.uuid4().hex[:6]
     task_queue = f"bench-scale-{name}-{run}"
     db = workdir / name / "temporal.db"
@@ -614,8 +623,9 @@ async def run_kind(
         out["mix"] = {str(s): statuses.count(s) for s in WAITING}
         try:
             await clock.within("start", worker.quiesce())
-            await open_levels(kind, statuses, levels, db, clock, out)
+            await open_levels(kind, statuses, levels, db, clock, out, lambda: save(out))
             await update_latency(kind, clock, out)
+            save(out)
             due = [f"S{run}-{i:05d}" for i in range(args.cases)][: args.due]
             out["deadlines"] = await kind.deadlines(due, clock)
             banner(f"{name}: deadlines {out['deadlines']}")
@@ -741,7 +751,7 @@ async def main() -> None:
     kinds = args.kinds.split(",")
     cap = args.cap_minutes * 60
     started = time.monotonic()
-    results = []
+    results: list[dict[str, Any]] = []
     header = {
         "cases": args.cases,
         "levels": levels,
@@ -755,9 +765,11 @@ async def main() -> None:
         for name in kinds:
             left = cap - (time.monotonic() - started)
             share = left / 3 if name == "bare" and len(kinds) > 1 else left
-            results.append(await run_kind(name, args, levels, Path(tmp), share))
-            # A run of hours keeps what it measured so far: one kind's figures are written as
-            # soon as they are complete.
+
+            def save(partial: dict[str, Any]) -> None:
+                write_results(args.name, {**header, "runs": [*results, partial]})
+
+            results.append(await run_kind(name, args, levels, Path(tmp), share, save))
             write_results(args.name, {**header, "runs": results})
     report(results)
     path = write_results(args.name, {**header, "runs": results})
