@@ -26,10 +26,14 @@ def read(name: str) -> dict[str, Any] | None:
 
 
 def scale_panels(
-    runs: list[dict[str, Any]], scale: dict[str, Any], memory: Any, updates: Any
+    runs: list[dict[str, Any]],
+    measured: list[dict[str, Any]],
+    cases: int,
+    memory: Any,
+    updates: Any,
 ) -> None:
     """Worker RSS against open cases (``runs``), and update round trips warm and evicted, per
-    kind (``scale``: one run with both kinds)."""
+    kind (``measured``: runs at ``cases`` open cases that measured updates)."""
     for run in runs:
         levels = [x for x in run["levels"] if x["open_cases"] and not x.get("capped")]
         memory.plot(
@@ -56,7 +60,7 @@ def scale_panels(
     bars = [
         (f"{run['kind']}\n{which}", run["kind"], u)
         for which in ("warm", "evicted")
-        for run in scale["runs"]
+        for run in measured
         if (u := run["updates"].get(which))
     ]
     for i, (_, kind, u) in enumerate(bars):
@@ -66,24 +70,27 @@ def scale_panels(
     updates.axhline(1000, color="black", linestyle="--", linewidth=1, label="evicted goal 1 s")
     updates.set_xticks(range(len(bars)), [label for label, _, _ in bars], fontsize=8)
     updates.set_ylabel("update round trip (ms): p50 light, p99 dark")
-    updates.set_title(f"transition update at {scale['cases']:,} open cases")
+    updates.set_title(f"transition update at {cases:,} open cases")
     updates.legend(loc="upper left", fontsize=8)
 
 
 def main() -> None:
     deadlines, lifecycle = read("deadlines"), read("lifecycle")
-    # Memory: the largest run of each kind; updates: the last run that measured both kinds.
-    scale = read("scale-4000")
+    # Memory and updates: the runs at 20,000 open cases of each kind (one run each), else the
+    # interim run at 4,000 that measured both kinds.
     runs = [
         r
-        for name in ("scale-20000", "scale-engine-5000")
+        for name in ("scale-20000", "scale-engine-20000")
         if (doc := read(name))
         for r in doc["runs"]
     ]
+    kinds_measured = {r["kind"] for r in runs if r["updates"].get("evicted")}
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), width_ratios=[3, 2])
     (left, right), (memory, updates) = axes
-    if scale:
-        scale_panels(runs or scale["runs"], scale, memory, updates)
+    if kinds_measured >= {"bare", "engine"}:
+        scale_panels(runs, runs, 20_000, memory, updates)
+    elif interim := read("scale-4000"):
+        scale_panels(runs or interim["runs"], interim["runs"], interim["cases"], memory, updates)
     if deadlines:
         for p in deadlines["phases"]:
             values = sorted(p["lateness_s"])
