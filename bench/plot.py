@@ -76,14 +76,10 @@ def scale_panels(
 
 def main() -> None:
     deadlines, lifecycle = read("deadlines"), read("lifecycle")
-    # Memory and updates: the runs at 20,000 open cases of each kind (one run each), else the
-    # interim run at 4,000 that measured both kinds.
-    runs = [
-        r
-        for name in ("scale-20000", "scale-engine-20000")
-        if (doc := read(name))
-        for r in doc["runs"]
-    ]
+    # Memory and updates: the runs at 20,000 open cases of each kind (one run each; bare's
+    # rerun of 2026-12-06 where it finished), else the interim run at 4,000 of both kinds.
+    bare_run = read("scale-bare-20000") or read("scale-20000")
+    runs = [r for doc in (bare_run, read("scale-engine-20000")) if doc for r in doc["runs"]]
     kinds_measured = {r["kind"] for r in runs if r["updates"].get("evicted")}
     fig, axes = plt.subplots(2, 2, figsize=(12, 9), width_ratios=[3, 2])
     (left, right), (memory, updates) = axes
