@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint format typecheck docs screenshot bench soak clean
+.PHONY: run test browser lint format typecheck docs screenshot bench soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,24 @@ run: $(STAMP)
 	$(BIN)/python worker.py
 
 # The 25 slowest tests close the report, so a slow drift shows in every run (and CI's, .ci/run).
-test: $(STAMP)
+test: browser $(STAMP)
 	$(BIN)/python -m pytest --durations=25
+
+# Headless Chromium renders the report page in the tests (tests/test_report.py) and takes the
+# screenshots. The one set-up outside the venv, here for `make test` and .ci/run alike: the Debian
+# package is installed when it is missing and this user may (root, or sudo without a password);
+# otherwise the run stops at once with the README's line.
+BROWSER_MISSING := the Debian package chromium is missing: sudo apt-get install -y chromium
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if ! command -v apt-get >/dev/null; then echo "error: $(BROWSER_MISSING)" >&2; exit 2; fi; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif sudo -n true 2>/dev/null; then SUDO=sudo; \
+	  else echo "error: $(BROWSER_MISSING)" >&2; exit 2; fi; \
+	  echo "installing the Debian package chromium (headless Chromium for the report tests)"; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium \
+	    >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,7 +49,7 @@ docs: $(STAMP)
 	$(BIN)/python -m workflows.diagram --write
 
 # The README's Web UI screenshots (docs/ui-*.png); needs the Debian package chromium.
-screenshot: $(STAMP)
+screenshot: browser $(STAMP)
 	$(BIN)/python docs/screenshot.py
 	$(BIN)/python docs/screenshot.py codec
 
