@@ -31,11 +31,11 @@ if __name__ == "__main__":
 
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import Interceptor, Worker
 
 import logs
-from activities import CaseActivities, CaseStore, upgrade
+from activities import CaseActivities, CaseStore, MailRelay, Registrar, upgrade
 from activities.db import ACTIVITY_SLOTS, async_url, is_sqlite
 from activities.logcontext import ActivityLogContext
 from activities.mailer import Mailer, SmtpTlsRequired
@@ -52,6 +52,7 @@ from runtime.connection import (
 )
 from runtime.devserver import DevServer, DevServerConfig, DevServerError
 from runtime.encryption import EncryptionCodec, EncryptionConfigError
+from runtime.sandbox import workflow_runner
 from runtime.signing import Signer
 from runtime.telemetry import install_metrics
 from settings import Settings, get_settings
@@ -62,40 +63,11 @@ from workflows.train import ReleaseTrain
 
 log = structlog.get_logger()
 
-# Activities in flight on a SQLite case store (see build_worker).
+# Activities (and local activities: the cases' records) in flight on a SQLite case store.
 SQLITE_ACTIVITY_SLOTS = 4
 
 # How long a draining worker lets running activities finish before cancelling them.
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
-
-# Pure, deterministic modules the sandbox may share instead of re-importing per workflow run:
-# re-importing pydantic and the lifecycle for every case is most of the sandbox's cost.
-PASSTHROUGH = (
-    "pydantic",
-    "pydantic_core",
-    "annotated_types",
-    "typing_inspection",
-    "workflows.bounds",
-    "workflows.calendar",
-    "workflows.contract",
-    "workflows.effects",
-    "workflows.integrity",
-    "workflows.lifecycle",
-    "workflows.payloads",
-    "workflows.search",
-    # Shared, not re-imported: the workflows read the registry the worker installed in it.
-    "workflows.trust",
-    "jwt",
-    "cryptography",
-)
-
-
-def workflow_runner(settings: Settings) -> WorkflowRunner:
-    if not settings.workflow_sandbox:
-        return UnsandboxedWorkflowRunner()
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-    )
 
 
 def build_worker(
@@ -105,7 +77,11 @@ def build_worker(
     **options: object,
 ) -> Worker:
     install_trusted_senders(settings)
-    case_activities = CaseActivities(store, settings)
+    signer = Signer.from_file(settings.signing_key) if settings.signing_key else None
+    sign = signer.sign if signer else None
+    # The worker sends the outbox's mail itself, for as long as it runs (activities.relay).
+    relay = MailRelay(store, settings, client, sign, **options.pop("relay_options", {}))  # type: ignore[arg-type]
+    case_activities = CaseActivities(store, Registrar(client, sign), settings, relay.wake)
     # Signals in flight during a release fan-out (``activities.releases.CONCURRENCY``).
     fan_out = options.pop("fan_out_concurrency", None)
     # The fan-out's checkpoint reaches the server within a second (the SDK's default is 80% of
@@ -114,27 +90,28 @@ def build_worker(
     # One case-store connection per activity slot (activities.db): no activity waits for the pool.
     # SQLite takes one writer at a time: more writers in flight only queue on its lock, which a
     # busy worker then holds across event-loop turns until "database is locked" (bench/README.md).
-    options.setdefault(
-        "max_concurrent_activities",
-        SQLITE_ACTIVITY_SLOTS if is_sqlite(async_url(settings.database_url)) else ACTIVITY_SLOTS,
-    )
+    slots = SQLITE_ACTIVITY_SLOTS if is_sqlite(async_url(settings.database_url)) else ACTIVITY_SLOTS
+    options.setdefault("max_concurrent_activities", slots)
+    options.setdefault("max_concurrent_local_activities", slots)
     options.setdefault("max_cached_workflows", settings.workflow_cache)
-    signer = Signer.from_file(settings.signing_key) if settings.signing_key else None
     release_activities = ReleaseActivities(
-        client,
-        concurrency=int(fan_out) if isinstance(fan_out, int) else None,
-        sign=signer.sign if signer else None,
+        client, concurrency=int(fan_out) if isinstance(fan_out, int) else None, sign=sign
     )
     # Every log line of an activity carries its case number and workflow id.
     extra = cast("Sequence[Interceptor]", options.pop("interceptors", ()))
+    # Another edition of the workflow code (the replay tests' deploys of a change).
+    workflows = cast(
+        "Sequence[type]", options.pop("workflows", (SupportCase, Release, ReleaseTrain))
+    )
     interceptors: list[Interceptor] = [ActivityLogContext(), *extra]
     return Worker(
         client,
         task_queue=settings.task_queue,
         interceptors=interceptors,
-        workflows=[SupportCase, Release, ReleaseTrain],
+        workflows=list(workflows),
         activities=[*case_activities.activities(), *release_activities.activities()],
-        workflow_runner=workflow_runner(settings),
+        workflow_runner=workflow_runner(settings.workflow_sandbox),
+        plugins=[SimplePlugin("support-cases.mail-relay", run_context=relay.running)],
         **options,  # type: ignore[arg-type]
     )
 

@@ -1,10 +1,13 @@
-"""The case workflow's activities: persist (case store) and notify (SMTP with an outbox).
+"""The case workflow's activities and the worker's mail relay.
 
-A worker needs ``upgrade``, ``CaseStore`` and ``CaseActivities``::
+``record`` writes what a case decided (its rows, its outbox messages, a release registration);
+the mail relay (``MailRelay``) sends the outbox. A worker needs ``upgrade``, ``CaseStore``,
+``CaseActivities`` and ``MailRelay``::
 
     await upgrade(settings.database_url)  # the schema, brought up to date
     store = CaseStore(settings.database_url)
-    Worker(client, ..., activities=CaseActivities(store, settings).activities())
+    relay = MailRelay(store, settings, client)
+    activities = CaseActivities(store, Registrar(client), settings, relay.wake).activities()
 
 Workflow code never imports this package: how it calls the activities is in
 ``workflows.effects``, their names in ``workflows.contract``.
@@ -14,15 +17,17 @@ from __future__ import annotations
 
 from activities.case_activities import CaseActivities
 from activities.migrate import upgrade
-from activities.notify import NotifyActivities
-from activities.persist import PersistActivities
+from activities.record import RecordActivities
+from activities.relay import MailRelay
+from activities.releases import Registrar
 from activities.store import CaseStore, OutboxEntry
 
 __all__ = [
     "CaseActivities",
     "CaseStore",
-    "NotifyActivities",
+    "MailRelay",
     "OutboxEntry",
-    "PersistActivities",
+    "RecordActivities",
+    "Registrar",
     "upgrade",
 ]

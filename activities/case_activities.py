@@ -5,32 +5,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from activities.notify import NotifyActivities
-from activities.persist import PersistActivities
+from activities.backlog import BacklogActivities
 from activities.policy import PolicyActivities
+from activities.record import RecordActivities
+from activities.releases import Registrar
 from activities.store import CaseStore
 from settings import Settings, get_settings
 
 
-class CaseActivities(PersistActivities, NotifyActivities, PolicyActivities):
-    """``persist`` and ``notify`` (one effect, and a batch of them) sharing one store (and so
-    one connection pool), and the policy settings a case reads when it opens."""
+class CaseActivities(RecordActivities, BacklogActivities, PolicyActivities):
+    """``record`` and ``policy_settings`` (the case's local activities) and a release's
+    backlog, sharing one store (and so one connection pool). ``wake``: the mail relay's."""
 
-    def __init__(self, store: CaseStore, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        registrar: Registrar | None = None,
+        settings: Settings | None = None,
+        wake: Callable[[], None] | None = None,
+    ) -> None:
         settings = settings or get_settings()
-        PersistActivities.__init__(self, store)
-        NotifyActivities.__init__(self, store, settings)
+        RecordActivities.__init__(self, store, settings, registrar, wake)
+        BacklogActivities.__init__(self, store)
         PolicyActivities.__init__(self, settings)
 
     def activities(self) -> list[Callable[..., Any]]:
         """What to pass to ``Worker(activities=...)``."""
         return [
-            self.persist,
-            self.persist_batch,
-            self.claim_case,
+            self.record,
+            self.policy_settings,
             self.release_backlog_add,
             self.release_backlog_load,
-            self.notify,
-            self.notify_batch,
-            self.policy_settings,
         ]

@@ -1,5 +1,5 @@
 """Heartbeats for activities that are otherwise one quick call: a worker that dies mid-attempt is
-then noticed within the heartbeat timeout (``workflows.effects.HEARTBEAT_TIMEOUT``) and the
+then noticed within the heartbeat timeout (``workflows.release.FAN_OUT_HEARTBEAT``) and the
 attempt retried, instead of after the whole start-to-close timeout."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Release activities: a case registers with its release; a release train opens a release; a
-shipped release tells its cases.
+"""Release activities: a release train opens a release; a shipped release tells its cases; and
+how a case registers with its release (``Registrar``, called by the case's ``record``).
 
 The fan-out keeps a sliding window of signals in flight (no barrier per chunk) and heartbeats
 the index below which every case has been told; a retried attempt (the worker crashed, or it
@@ -57,6 +57,39 @@ RELEASE_ACTOR = Actor(role=Role.DEVELOPMENT, name="release")
 Sign = Callable[[str, Any], Any]
 
 
+def signed(sign: Sign | None, workflow_id: str, event: Event, actor: Actor) -> Event:
+    """The event as the worker sends it: with its actor and proof under trusted senders."""
+    if sign is None:
+        return event
+    return cast(Event, sign(workflow_id, event.model_copy(update={"actor": actor})))
+
+
+class Registrar:
+    """A case registers with its release on entering Pending Release: signal-with-start, so the
+    first case of a release creates its (not yet scheduled) workflow. A second registration of
+    a case not yet told is a no-op for the release."""
+
+    def __init__(self, client: Client, sign: Sign | None = None) -> None:
+        self._client = client
+        self._sign = sign
+
+    async def register(self, effect: Register) -> None:
+        wid = release_workflow_id(effect.release_id)
+        register = signed(
+            self._sign, wid, RegisterCase(case_number=effect.case_number), RELEASE_ACTOR
+        )
+        await self._client.start_workflow(
+            RELEASE_WORKFLOW,
+            ReleaseInput(release_id=effect.release_id),
+            id=wid,
+            task_queue=activity.info().task_queue,
+            start_signal=HandlerName.REGISTER_CASE,
+            start_signal_args=[register],
+            static_summary=f"Release {effect.release_id}",
+            priority=RELEASE_PRIORITY,
+        )
+
+
 class ReleaseActivities:
     """``sign``: with trusted senders, how the worker signs the release signals its activities
     send (its own key, ``CASES_SIGNING_KEY``, of a sender registered for ``development``)."""
@@ -69,23 +102,7 @@ class ReleaseActivities:
         self._sign = sign
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.register_with_release, self.open_release, self.fan_out_release]
-
-    @activity.defn(name=ActivityName.REGISTER_WITH_RELEASE)
-    async def register_with_release(self, effect: Register) -> None:
-        # Signal-with-start: the first case of a release creates its (not yet scheduled) workflow.
-        wid = release_workflow_id(effect.release_id)
-        register = self._signed(wid, RegisterCase(case_number=effect.case_number), RELEASE_ACTOR)
-        await self._client.start_workflow(
-            RELEASE_WORKFLOW,
-            ReleaseInput(release_id=effect.release_id),
-            id=wid,
-            task_queue=activity.info().task_queue,
-            start_signal=HandlerName.REGISTER_CASE,
-            start_signal_args=[register],
-            static_summary=f"Release {effect.release_id}",
-            priority=RELEASE_PRIORITY,
-        )
+        return [self.open_release, self.fan_out_release]
 
     @activity.defn(name=ActivityName.OPEN_RELEASE)
     async def open_release(self, release: ReleaseInput) -> None:
@@ -105,10 +122,7 @@ class ReleaseActivities:
         )
 
     def _signed(self, workflow_id: str, event: Event, actor: Actor) -> Event:
-        """The event as the worker sends it: with its actor and proof under trusted senders."""
-        if self._sign is None:
-            return event
-        return cast(Event, self._sign(workflow_id, event.model_copy(update={"actor": actor})))
+        return signed(self._sign, workflow_id, event, actor)
 
     @activity.defn(name=ActivityName.FAN_OUT_RELEASE)
     async def fan_out_release(self, batch: FanOut) -> FanOutResult:

@@ -25,7 +25,10 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    func,
+    or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -69,6 +72,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 metadata = MetaData()
+UNSENT = text("sent_at IS NULL AND undelivered_at IS NULL")
 
 cases = Table(
     "cases",
@@ -157,8 +161,15 @@ outbox = Table(
     # Set when the mail server refused the message for good, with its answer: never retried.
     Column("undelivered_at", UtcDateTime),
     Column("undelivered_reason", Text),
+    # The case's step that sent it: the relay sends a case's messages in this order.
+    Column("seq", Integer, nullable=False, server_default="0"),
+    # When the relay may try it next: a failed attempt's back-off, or the lease of the relay
+    # that is sending it now (renewed while it sends; a relay that died lets it lapse).
+    Column("next_attempt_at", UtcDateTime),
     Index("ix_outbox_case_number", "case_number"),
     Index("ix_outbox_created_at", "created_at"),  # the report's (migration 0003)
+    # What the relay reads (migration 0007): the messages not yet sent nor refused.
+    Index("ix_outbox_unsent", "created_at", postgresql_where=UNSENT, sqlite_where=UNSENT),
 )
 
 
@@ -186,6 +197,7 @@ class OutboxMessage:
     subject: str
     body: str
     message_id: str
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,7 @@ class OutboxEntry(OutboxMessage):
     resent_in_doubt: int = 0
     undelivered_at: datetime | None = None
     undelivered_reason: str | None = None
+    next_attempt_at: datetime | None = None
 
     @property
     def in_doubt(self) -> bool:
@@ -255,15 +268,44 @@ class CaseStore:
             change = self._insert(policy_changes).values(_policy_row(persist.policy_change))
             await conn.execute(change.on_conflict_do_nothing())
 
+    async def record(
+        self,
+        persists: Sequence[Persist],
+        messages: Sequence[OutboxMessage],
+        *,
+        at: datetime,
+        claim: tuple[CaseRecord, str] | None = None,
+    ) -> str | None:
+        """What decisions of a case ask, in one transaction: its rows (``save_cases``) and its
+        messages into the outbox (each once, by key; recorded ``at``). With ``claim`` (the case,
+        the opening run), the number is claimed first; held by another run, nothing is written.
+        Returns the run that holds the number (None without ``claim``)."""
+        async with self.engine.begin() as conn:
+            if claim is not None:
+                owner = await self._claim(conn, *claim)
+                if owner != claim[1]:
+                    return owner
+            for persist in persists:
+                await self._save(conn, persist)
+            if messages:
+                rows = [
+                    {**vars(m), "created_at": at, "attempts": 0, "resent_in_doubt": 0}
+                    for m in messages
+                ]
+                await conn.execute(self._insert(outbox).values(rows).on_conflict_do_nothing())
+        return None if claim is None else claim[1]
+
     async def claim(self, case: CaseRecord, run_id: str) -> str | None:
         """Record ``run_id`` as the run that opened ``case``'s number unless one did already;
         the run that holds the number (None: a case opened before runs were recorded)."""
-        row = _case_row(case) | {"updated_at": datetime.now(UTC), "opened_by_run": run_id}
-        add = self._insert(cases).values(row).on_conflict_do_nothing()
-        query = select(cases.c.opened_by_run).where(cases.c.case_number == case.case_number)
         async with self.engine.begin() as conn:
-            await conn.execute(add)
-            owner: str | None = (await conn.execute(query)).scalar_one()
+            return await self._claim(conn, case, run_id)
+
+    async def _claim(self, conn: AsyncConnection, case: CaseRecord, run_id: str) -> str | None:
+        row = _case_row(case) | {"updated_at": datetime.now(UTC), "opened_by_run": run_id}
+        await conn.execute(self._insert(cases).values(row).on_conflict_do_nothing())
+        query = select(cases.c.opened_by_run).where(cases.c.case_number == case.case_number)
+        owner: str | None = (await conn.execute(query)).scalar_one()
         return owner
 
     async def get_case(self, case_number: str) -> CaseRecord | None:
@@ -353,15 +395,71 @@ class CaseStore:
         await self._outbox_update(
             update(outbox)
             .where(outbox.c.key == key, outbox.c.sent_at.is_(None))
-            .values(sent_at=at, attempts=outbox.c.attempts + 1, last_error=None)
+            .values(
+                sent_at=at, attempts=outbox.c.attempts + 1, last_error=None, next_attempt_at=None
+            )
         )
 
-    async def outbox_failed(self, key: str, error: str) -> None:
+    async def outbox_failed(self, key: str, error: str, retry_at: datetime | None = None) -> None:
+        """An attempt that failed for now: counted, its error kept, tried again at ``retry_at``."""
         await self._outbox_update(
             update(outbox)
             .where(outbox.c.key == key)
             # The server refused it or was never reached: not in doubt.
-            .values(attempts=outbox.c.attempts + 1, last_error=error[:_MAX_ERROR], handed_at=None)
+            .values(
+                attempts=outbox.c.attempts + 1,
+                last_error=error[:_MAX_ERROR],
+                handed_at=None,
+                next_attempt_at=retry_at,
+            )
+        )
+
+    # ---- the mail relay's view of the outbox -------------------------------------------------
+
+    async def outbox_heads(self, limit: int) -> list[OutboxEntry]:
+        """Each case's next message to send (its oldest not yet sent nor refused for good, by
+        step), for at most ``limit`` cases, the soonest due first."""
+        order = (outbox.c.created_at, outbox.c.seq, outbox.c.key)
+        rank = func.row_number().over(partition_by=outbox.c.case_number, order_by=order)
+        unsent = (
+            select(outbox, rank.label("rank"))
+            .where(outbox.c.sent_at.is_(None), outbox.c.undelivered_at.is_(None))
+            .subquery()
+        )
+        due = func.coalesce(unsent.c.next_attempt_at, unsent.c.created_at)
+        query = (
+            select(*(unsent.c[c.name] for c in outbox.columns))
+            .where(unsent.c.rank == 1)
+            .order_by(due, unsent.c.key)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [OutboxEntry(**row) for row in rows]
+
+    async def outbox_take(self, key: str, now: datetime, until: datetime) -> bool:
+        """Lease the message to the caller until ``until`` if it is due (no other relay holds
+        it, its back-off has passed); True if the caller got it."""
+        statement = (
+            update(outbox)
+            .where(
+                outbox.c.key == key,
+                outbox.c.sent_at.is_(None),
+                outbox.c.undelivered_at.is_(None),
+                or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+            )
+            .values(next_attempt_at=until)
+        )
+        async with self.engine.begin() as conn:
+            taken: int = (await conn.execute(statement)).rowcount
+        return taken == 1
+
+    async def outbox_lease(self, key: str, until: datetime) -> None:
+        """Keep the lease of a message being sent until ``until``."""
+        await self._outbox_update(
+            update(outbox)
+            .where(outbox.c.key == key, outbox.c.sent_at.is_(None))
+            .values(next_attempt_at=until)
         )
 
     async def outbox_undelivered(self, key: str, at: datetime, reason: str) -> None:

@@ -1,8 +1,9 @@
 """One benchmark worker process: ``python -m bench.worker_proc --kind engine|engine-noop|bare``.
 
 - ``engine``: the project's own worker, ``worker.build_worker`` as ``python worker.py`` runs it,
-  with the real activities: persist into SQLite (a file in the bench's temp dir), notify with no
-  SMTP URL (the outbox table only), register with the ``Release`` workflow. Logging is set up as
+  with the real activities: each case's ``record`` into SQLite (a file in the bench's temp dir:
+  rows and outbox messages; no SMTP URL, so the relay sends nothing), registrations with the
+  ``Release`` workflow. Logging is set up as
   ``worker.py`` does (console lines at INFO), written to the worker's log file.
 - ``engine-noop``: the same ``build_worker`` (same workflows, sandbox passthrough and tuning), but
   every activity is a no-op that only decodes its input: the engine's own overhead, with
@@ -34,13 +35,11 @@ from bench.bare import BareCase, BareDeadline, BareUpdate, bare_effect
 from workflows.contract import (
     ActivityName,
     BacklogChunk,
-    ClaimCase,
     FanOut,
     FanOutResult,
-    Notify,
-    Persist,
     PolicySettings,
-    Register,
+    Record,
+    RecordResult,
     ReleaseInput,
 )
 
@@ -51,10 +50,10 @@ CASE_MODULES = ("workflows.case", "workflows.metrics")
 def share_case_modules() -> None:
     """A candidate the benches measure, not the default: the case workflow's own modules shared
     by every sandboxed run of the next ``build_worker`` instead of re-imported into each."""
-    import worker as project_worker
+    import runtime.sandbox
 
-    shared = (*project_worker.PASSTHROUGH, *CASE_MODULES)
-    project_worker.PASSTHROUGH = shared  # type: ignore[assignment]
+    shared = (*runtime.sandbox.PASSTHROUGH, *CASE_MODULES)
+    runtime.sandbox.PASSTHROUGH = shared  # type: ignore[assignment]
 
 
 class NoopCaseActivities:
@@ -62,30 +61,15 @@ class NoopCaseActivities:
     settings are the worker's own (``CASES_POLICY_SHORTEST`` and ``CASES_DEFAULT_POLICY``), so a
     case opens with the policy it would open with on the real worker."""
 
-    def __init__(self, store: object = None, settings: Any = None, **kwargs: object) -> None:
-        from settings import get_settings, policy_settings
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        from settings import Settings, get_settings, policy_settings
 
-        self._policy = policy_settings(settings or get_settings())
+        given = [a for a in args if isinstance(a, Settings)]
+        self._policy = policy_settings(given[0] if given else get_settings())
 
-    @activity.defn(name=ActivityName.PERSIST)
-    async def persist(self, request: Persist) -> None:
-        return None
-
-    @activity.defn(name=ActivityName.NOTIFY)
-    async def notify(self, request: Notify) -> str:
-        return "kept"
-
-    @activity.defn(name=ActivityName.PERSIST_BATCH)
-    async def persist_batch(self, requests: list[Persist]) -> None:
-        return None
-
-    @activity.defn(name=ActivityName.NOTIFY_BATCH)
-    async def notify_batch(self, requests: list[Notify]) -> list[str]:
-        return ["kept"] * len(requests)
-
-    @activity.defn(name=ActivityName.CLAIM_CASE)
-    async def claim_case(self, claim: ClaimCase) -> str:
-        return claim.run_id  # granted: no store holds another run's claim
+    @activity.defn(name=ActivityName.RECORD)
+    async def record(self, request: Record) -> RecordResult:
+        return RecordResult(owner=request.claim)  # granted: no store holds another run's claim
 
     @activity.defn(name=ActivityName.POLICY_SETTINGS)
     async def policy_settings(self) -> PolicySettings:
@@ -101,11 +85,7 @@ class NoopCaseActivities:
 
     def activities(self) -> list[Callable[..., Any]]:
         return [
-            self.persist,
-            self.notify,
-            self.persist_batch,
-            self.notify_batch,
-            self.claim_case,
+            self.record,
             self.policy_settings,
             self.release_backlog_add,
             self.release_backlog_load,
@@ -118,10 +98,6 @@ class NoopReleaseActivities:
     def __init__(self, *args: object, **kwargs: object) -> None:
         pass
 
-    @activity.defn(name=ActivityName.REGISTER_WITH_RELEASE)
-    async def register_with_release(self, effect: Register) -> None:
-        return None
-
     @activity.defn(name=ActivityName.OPEN_RELEASE)
     async def open_release(self, release: ReleaseInput) -> None:
         return None
@@ -131,7 +107,7 @@ class NoopReleaseActivities:
         return FanOutResult(signalled=len(batch.case_numbers), skipped=0)
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.register_with_release, self.open_release, self.fan_out_release]
+        return [self.open_release, self.fan_out_release]
 
 
 async def build(kind: str, client: Client, args: argparse.Namespace) -> tuple[Worker, Any]:

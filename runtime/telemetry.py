@@ -9,8 +9,8 @@ activity's metric meters:
 - ``case_deadline_lateness_seconds{action}``: histogram of actual - due for every deadline
   that acted (workflows/metrics.py);
 - ``case_notifications_total{result,template}``: ``sent``, ``kept`` (no SMTP configured),
-  ``already_sent`` (a retry found it sent) and ``failed`` (SMTP refused; Temporal retries)
-  (activities/notify.py).
+  ``failed`` (SMTP refused for now; the relay retries), ``undelivered`` (refused for good) and
+  ``resent_in_doubt`` (activities/relay.py).
 
 The SDK serves the endpoint from its Rust runtime: every client created after
 ``install_metrics`` (the default runtime) reports there.

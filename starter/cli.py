@@ -61,7 +61,6 @@ else:
 
 def _transition_help() -> str:
     rows = []
-    # The current edition: the rules a case opened now runs (older cases keep theirs).
     for rule in lifecycle.rules():
         if rule.via is not Via.TRANSITION:
             continue

@@ -1,20 +1,24 @@
 """What a case carries into its next run stays under 512 KiB at its worst: every carried list
 and field at its maximum, every character a control character that JSON writes as six bytes,
-the pending effects at their budget (a mail server down for long). Proven on the pure state,
+the pending effects at their budget (the case store away for long). Proven on the pure state,
 then by a case that continues as new in exactly that state on a real worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import EventType
+from sqlalchemy.engine import make_url
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities import CaseStore, upgrade
+from tests.reliability.tcp_proxy import TcpProxy
 from tests.seed import start_continued
 from worker import build_worker
 from workflows import bounds
@@ -165,56 +169,80 @@ async def continued_inputs(client: Client, workflow_id: str) -> list[bytes]:
     return sizes[::-1]
 
 
+@contextlib.asynccontextmanager
+async def database_behind_a_proxy(databases: Any) -> AsyncIterator[tuple[str, str, TcpProxy]]:
+    """A fresh PostgreSQL database, its schema built, and a proxy that can cut it off: (the
+    direct URL, the URL through the proxy, the proxy)."""
+    direct = await databases.create()
+    await upgrade(direct)
+    target = make_url(direct)
+    proxy = await TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    proxied = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    try:
+        yield direct, proxied, proxy
+    finally:
+        await proxy.stop()
+
+
+async def task_failures(client: Client, workflow_id: str) -> list[Any]:
+    """Failed workflow tasks of every run, but the one the test's own terminate closes."""
+    failures = []
+    async for execution in client.list_workflows(f'WorkflowId = "{workflow_id}"'):
+        run = client.get_workflow_handle(workflow_id, run_id=execution.run_id)
+        async for event in run.fetch_history_events():
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                cause = event.workflow_task_failed_event_attributes.cause
+                if cause != WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_FORCE_CLOSE_COMMAND:
+                    failures.append(event)
+    return failures
+
+
 # Unsandboxed, so the test's short history bound and drain wait reach the workflow code.
 @pytest.mark.parametrize("worker_settings", [False], indirect=True)
 async def test_a_case_continues_as_new_in_its_worst_state(
-    env: Any, worker_settings: Any, unique: Any, unused_port: int, monkeypatch: Any
+    env: Any, worker_settings: Any, unique: Any, postgres_databases: Any, monkeypatch: Any
 ) -> None:
-    """The worst state, its pending comments stuck (no mail server): past the history bound
-    the case continues as new carrying all of it, within the bound, and no task fails."""
+    """The worst state, its pending comments unrecorded (the case store is cut off): past the
+    history bound the case continues as new carrying all of it, within the bound, and no task
+    fails."""
     monkeypatch.setattr(case_module, "CASE_HISTORY_BOUND", 10)
     monkeypatch.setattr(case_module, "DRAIN_WAIT", timedelta(seconds=1))
-    settings = worker_settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{unused_port}"})
     number = unique("WORST")
     state = worst_state(number)
     effects = worst_effects(state)
     seed = CarriedState(carried=bounds.fit_state(state), effects=effects)
     workflow_id = case_workflow_id(number)
-    await upgrade(settings.database_url)
-    store = CaseStore(settings.database_url)
-    try:
-        async with build_worker(env.client, settings, store):
-            await start_continued(
-                env.client, CASE_WORKFLOW, settings.task_queue, [(workflow_id, seed)]
-            )
+    async with database_behind_a_proxy(postgres_databases) as (_, proxied, proxy):
+        proxy.cut()
+        settings = worker_settings.model_copy(update={"database_url": proxied})
+        store = CaseStore(proxied)
+        try:
+            async with build_worker(env.client, settings, store):
+                await start_continued(
+                    env.client, CASE_WORKFLOW, settings.task_queue, [(workflow_id, seed)]
+                )
 
-            handle = env.client.get_workflow_handle(workflow_id)
-            for _ in range(12):  # refused events grow the history past the bound
-                await handle.signal("transition", {"to": "Nowhere"})
+                handle = env.client.get_workflow_handle(workflow_id)
+                for _ in range(12):  # refused events grow the history past the bound
+                    await handle.signal("transition", {"to": "Nowhere"})
 
-            async def continued() -> list[bytes]:
-                while len(inputs := await continued_inputs(env.client, workflow_id)) < 3:
-                    await asyncio.sleep(0.2)
-                return inputs
+                async def continued() -> list[bytes]:
+                    while len(inputs := await continued_inputs(env.client, workflow_id)) < 3:
+                        await asyncio.sleep(0.2)
+                    return inputs
 
-            # seed, the seeded run, and at least one run it continued into
-            inputs = await asyncio.wait_for(continued(), 60)
-            carried = await handle.query("snapshot")
-            await handle.terminate("test over")
-    finally:
-        await store.dispose()
+                # seed, the seeded run, and at least one run it continued into
+                inputs = await asyncio.wait_for(continued(), 60)
+                carried = await handle.query("snapshot")
+                await handle.terminate("test over")
+        finally:
+            await store.dispose()
     sizes = [len(data) for data in inputs]
     assert max(sizes[1:]) <= bounds.MAX_CARRIED_BYTES, sizes
     again = CarriedState.model_validate_json(inputs[2])
     assert again.effects == effects, "every pending comment is carried, none dropped"
     assert carried["case_number"] == number
-    failures = []
-    async for execution in env.client.list_workflows(f'WorkflowId = "{workflow_id}"'):
-        run = env.client.get_workflow_handle(workflow_id, run_id=execution.run_id)
-        async for event in run.fetch_history_events():
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                failures.append(event)
-    assert failures == []
+    assert await task_failures(env.client, workflow_id) == []
     print(f"continued-as-new inputs: {[s // 1024 for s in sizes]} KiB")
 
 
@@ -235,21 +263,28 @@ def comments_over_budget(state: CaseState) -> list[Effect]:
     return effects
 
 
+async def has_timer(client: Client, workflow_id: str) -> bool:
+    async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+            return True
+    return False
+
+
 @pytest.mark.parametrize("worker_settings", [False], indirect=True)
 async def test_effects_over_their_budget_hold_the_continue_as_new_until_they_drain(
     env: Any,
     worker_settings: Any,
     unique: Any,
-    unused_port: int,
-    smtp_sinks: Any,
+    postgres_databases: Any,
+    inbox: Any,
     monkeypatch: Any,
 ) -> None:
-    """The mail server is down with more comments pending than a run may carry: past its
-    history bound the case does not continue as new (nothing is dropped); once the server is
-    back and the comments drain under the budget, it does, carrying only what is left."""
+    """The case store is cut off with more comments pending than a run may carry: past its
+    history bound the case does not continue as new (nothing is dropped); once the store is
+    back and the comments are recorded, it does, carrying only what is left, and each comment
+    is mailed once."""
     monkeypatch.setattr(case_module, "CASE_HISTORY_BOUND", 10)
     monkeypatch.setattr(case_module, "DRAIN_WAIT", timedelta(seconds=1))
-    settings = worker_settings.model_copy(update={"smtp_url": f"smtp://127.0.0.1:{unused_port}"})
     number = unique("HOLD")
     state = CaseState(
         case=CaseInput(
@@ -270,47 +305,48 @@ async def test_effects_over_their_budget_hold_the_continue_as_new_until_they_dra
     effects = comments_over_budget(state)
     assert not bounds.effects_fit(effects)
     workflow_id = case_workflow_id(number)
-    await upgrade(settings.database_url)
-    store = CaseStore(settings.database_url)
-    try:
-        async with build_worker(env.client, settings, store):
-            seed = CarriedState(carried=state, effects=effects)
-            await start_continued(
-                env.client, CASE_WORKFLOW, settings.task_queue, [(workflow_id, seed)]
-            )
-            handle = env.client.get_workflow_handle(workflow_id)
-            for _ in range(12):  # refused events grow the history past the bound
-                await handle.signal("transition", {"to": "Nowhere"})
+    async with database_behind_a_proxy(postgres_databases) as (direct, proxied, proxy):
+        proxy.cut()
+        settings = worker_settings.model_copy(update={"database_url": proxied})
+        store = CaseStore(proxied)
+        try:
+            async with build_worker(env.client, settings, store):
+                seed = CarriedState(carried=state, effects=effects)
+                await start_continued(
+                    env.client, CASE_WORKFLOW, settings.task_queue, [(workflow_id, seed)]
+                )
+                handle = env.client.get_workflow_handle(workflow_id)
+                for _ in range(12):  # refused events grow the history past the bound
+                    await handle.signal("transition", {"to": "Nowhere"})
 
-            async def notify_failed_twice() -> None:
-                while True:
-                    desc = await handle.describe()
-                    if any(a.attempt >= 2 for a in desc.raw_description.pending_activities):
-                        return
-                    await asyncio.sleep(0.2)
+                async def record_backs_off() -> None:
+                    # Its first timer: the record failed past its local retries (the case has
+                    # no deadline in Tier 1 Analysis, and no drain began).
+                    while not await has_timer(env.client, workflow_id):
+                        await asyncio.sleep(0.2)
 
-            await asyncio.wait_for(notify_failed_twice(), 60)
-            held = await continued_inputs(env.client, workflow_id)
-            sink = smtp_sinks(unused_port)  # the mail server is back
+                await asyncio.wait_for(record_backs_off(), 60)
+                held = await continued_inputs(env.client, workflow_id)
+                await proxy.restore()  # the case store is back
 
-            async def continued() -> list[bytes]:
-                while len(inputs := await continued_inputs(env.client, workflow_id)) < 3:
-                    await asyncio.sleep(0.2)
-                return inputs
+                async def continued() -> list[bytes]:
+                    while len(inputs := await continued_inputs(env.client, workflow_id)) < 3:
+                        await asyncio.sleep(0.2)
+                    return inputs
 
-            inputs = await asyncio.wait_for(continued(), 90)
-
-            async def all_sent() -> None:
-                while len(sink.messages) < len(effects):
-                    await asyncio.sleep(0.2)
-
-            await asyncio.wait_for(all_sent(), 90)
-            await handle.terminate("test over")
-    finally:
-        await store.dispose()
-    # Past the bound, the mail server down past the drain wait: still the seeded run.
+                inputs = await asyncio.wait_for(continued(), 120)
+                await inbox.wait_for(len(effects), timeout=120, Subject="comment")
+                await handle.terminate("test over")
+        finally:
+            await store.dispose()
+    # Past the bound, the case store away: still the seeded run.
     assert len(held) == 2, "continued as new while its effects exceeded their budget"
     carried = CarriedState.model_validate_json(inputs[2])
     assert bounds.effects_fit(carried.effects) and len(carried.effects) < len(effects)
-    keys = [str(m.message["Message-ID"]) for m in sink.messages]
+    keys = [str(m.message["Message-ID"]) for m in inbox.messages]
     assert len(keys) == len(set(keys)) == len(effects), "each comment mailed once"
+    outbox = CaseStore(direct)
+    try:
+        assert len(await outbox.outbox(number)) == len(effects)
+    finally:
+        await outbox.dispose()

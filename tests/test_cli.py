@@ -174,8 +174,7 @@ async def test_transition_help_is_the_table(cli_env: dict[str, str | None]) -> N
     assert result.exit_code == 0
     for status in lifecycle.targets(Via.TRANSITION):
         assert status in result.stdout
-    # The current edition: the owner tier's analyst sets Pending Release, Development alone
-    # decides Pending Work Plan.
+    # The owner tier's analyst sets Pending Release, Development alone decides Pending Work Plan.
     assert (
         "• Development → Pending Release: tier1, tier2 "
         "(the Support analyst that owns the case; needs release_id)" in result.stdout

@@ -38,7 +38,6 @@ from workflows.contract import (
     TransitionRequest,
 )
 from workflows.lifecycle import (
-    EDITION,
     HISTORY_TAIL,
     ON_TIME,
     RECENT_TAIL,
@@ -131,7 +130,6 @@ def in_status(
     status: Status, *, since: datetime = T0, case: CaseInput | None = None, **fields: Any
 ) -> CaseState:
     """A case sitting in ``status`` since ``since``, built directly (no history needed)."""
-    fields.setdefault("edition", EDITION)
     return CaseState(
         case=case or make_case(),
         policy=DeadlinePolicy(),

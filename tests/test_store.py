@@ -18,11 +18,12 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from temporalio.testing import ActivityEnvironment
 
+from activities.case_activities import CaseActivities
 from activities.db import async_url, make_engine
 from activities.migrate import alembic_config, downgrade, upgrade
-from activities.persist import PersistActivities
 from activities.store import CaseStore, OutboxMessage, metadata
-from workflows.contract import Actor, CaseRecord, HistoryRecord, Persist, Status
+from settings import Settings
+from workflows.contract import Actor, CaseRecord, HistoryRecord, Persist, Record, Status
 
 OPENED = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
 TIER1 = Actor(role="tier1", name="Tom One")
@@ -236,14 +237,29 @@ async def test_instants_round_trip_as_utc_aware(store: CaseStore) -> None:
     assert case.closed_at == local + timedelta(days=3)
 
 
-async def test_the_persist_activity_writes_through_the_store(store: CaseStore) -> None:
+async def test_the_record_activity_writes_through_the_store(store: CaseStore) -> None:
     number = case_number()
     persist = write(number, 1)
-    activity = PersistActivities(store).persist
-    await ActivityEnvironment().run(activity, persist)
-    await ActivityEnvironment().run(activity, persist)  # a retry
+    activity = CaseActivities(store, None, Settings()).record
+    await ActivityEnvironment().run(activity, Record(effects=[persist]))
+    await ActivityEnvironment().run(activity, Record(effects=[persist]))  # a retry
     assert await store.get_case(number) == persist.case
     assert len(await store.history(number)) == 1
+
+
+async def test_an_opening_record_claims_the_number_or_writes_nothing(store: CaseStore) -> None:
+    number = case_number()
+    activity = CaseActivities(store, None, Settings()).record
+    first = Record(effects=[write(number, 1)], claim="run-1")
+    assert (await ActivityEnvironment().run(activity, first)).owner == "run-1"
+    assert (await ActivityEnvironment().run(activity, first)).owner == "run-1"  # a retry
+    # Another run opening the same number: refused, and the first case's rows unchanged.
+    later = write(number, 7).model_copy(update={"key": "other"})
+    again = Record(effects=[later], claim="run-2")
+    assert (await ActivityEnvironment().run(activity, again)).owner == "run-1"
+    stored = await store.get_case(number)
+    assert stored is not None and stored.seq == 1
+    assert [row.seq for row in await store.history(number)] == [1]
 
 
 # ---- outbox ---------------------------------------------------------------------------------
@@ -259,6 +275,7 @@ async def test_the_outbox_keeps_the_first_recording_of_a_key(store: CaseStore) -
         subject="first",
         body="first body",
         message_id=f"<case-{number}.4.notify.reminder@support-cases>",
+        seq=4,
     )
     at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     entry = await store.outbox_add(first, at)

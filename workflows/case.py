@@ -1,9 +1,11 @@
 """``SupportCase``: the durable shell around the pure lifecycle core.
 
-Handlers validate a payload and hand the event to ``lifecycle.decide``; the run loop sleeps
-until the next deadline (an absolute instant derived from state) or until an event changes the
-state; separate lanes run the queued effects as activities, one lane per kind of effect, each in
-order and in batches, so a slow SMTP server never delays a deadline nor a database record.
+Handlers validate a payload and hand the event to ``lifecycle.decide``; the run loop keeps one
+timer for the next deadline (an absolute instant derived from state) and acts on it when it
+fires; the recorder writes what each decision asks (the status rows, the outbox's messages, a
+release registration) through one local activity, ``record``, in one database transaction. A
+decision thus costs one workflow task and no activity round trip; the worker's mail relay sends
+the outbox's messages outside any workflow, so a mail server that is down holds no case.
 Signals arrive through one dynamic handler so that every payload, however malformed, is seen
 raw and recorded rather than dropped by the SDK.
 """
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -24,18 +25,19 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from workflows import bounds, integrity, lifecycle, metrics, search, trust
 from workflows.contract import (
     CASE_WORKFLOW,
-    EFFECTS_PENDING_MEMO,
     ActivityName,
     ApplyPolicy,
     CaseInput,
-    ClaimCase,
     CustomerReply,
     Deadline,
     Effect,
     HandlerName,
+    MailUndelivered,
     Notify,
     Persist,
     PolicySettings,
+    Record,
+    RecordResult,
     RejectedEvent,
     ReleaseShipped,
     Snapshot,
@@ -43,16 +45,14 @@ from workflows.contract import (
     TierHandoff,
     TransitionRequest,
     UndeliveredMessage,
+    case_workflow_id,
 )
 from workflows.effects import (
-    CLAIM_RETRY,
-    CLAIM_TIMEOUT,
     EFFECT_BATCH_BYTES,
-    EFFECT_LANES,
-    EFFECTS_IN_ORDER,
-    HEARTBEAT_TIMEOUT,
     POLICY_SETTINGS_TIMEOUT,
-    EffectOptions,
+    RECORD_LOCAL_RETRY_THRESHOLD,
+    RECORD_RETRY,
+    RECORD_TIMEOUT,
 )
 from workflows.lifecycle import CarriedState, CaseState, Due, Rejection
 from workflows.payloads import Malformed, check_size, decode_object, excerpt, explain
@@ -60,28 +60,8 @@ from workflows.payloads import Malformed, check_size, decode_object, excerpt, ex
 # Continue-as-new past this many events, well before Temporal's own limits; a quiet case never
 # gets near it.
 CASE_HISTORY_BOUND = 1_500
-# How long a pending continue-as-new waits for the activities in flight before carrying them over.
+# How long a pending continue-as-new waits for the record in flight before carrying it over.
 DRAIN_WAIT = timedelta(minutes=10)
-# Runs that record this marker run their effects in lanes (per kind, batched); runs started
-# before it replay their one-at-a-time effects unchanged (README, "Changing the workflow").
-# The old branch goes in two deploys, each once no open run predates the one before: first
-# ``workflow.deprecate_patch`` with the lanes only, then neither call nor ``_run_in_order``.
-# What shows the time has come: ``WorkflowType = "SupportCase" AND ExecutionStatus = "Running"
-# AND StartTime < "<deploy date>"`` lists nothing (a continued run starts afresh, with the patch).
-EFFECT_LANES_PATCH = "effect-lanes"
-# Runs that record this marker wake a lane by an event its effects set, not by a condition: the
-# main loop is then the only condition waiter, so an activation that issued no command (a refused
-# signal) changes no later command's order, however the server groups the jobs on replay. Runs
-# before it keep lanes that wait on conditions, and the order they recorded.
-LANE_WAKES_PATCH = "lane-wakes"
-# Runs that record this marker end no workflow task that heard an effect's result without a
-# command (a lane going idle writes the outbox's count to the memo): SDK core hands a task without
-# commands over again together with a following update's and runs the update first, where a
-# replay runs the result first, so later commands would come in another order.
-EFFECT_MARKS_PATCH = "effect-marks"
-# Runs that record this marker run the rules' latest edition (``lifecycle.EDITION``) and read the
-# worker's policy settings when a case opens; older runs keep edition 1 until their next run.
-EDITION_PATCH = "guide-edition-2"
 
 Event = CustomerReply | TierHandoff | TransitionRequest | ReleaseShipped | ApplyPolicy
 
@@ -102,67 +82,59 @@ EVENTS: dict[str, type[Event]] = {
 class SupportCase:
     @workflow.init
     def __init__(self, start: RawValue) -> None:
-        self._effects: deque[Effect] = deque()
-        self._running: set[str] = set()  # the lanes with an activity in flight
+        self._pending: list[Effect] = []  # decided, not yet recorded
+        self._recording = False  # a record is in flight
+        # Set when effects are queued. The recorder waits on it, not on a condition, so the run
+        # loop is the only condition waiter: an activation that issued no command (a refused
+        # signal) then changes no later command's order, however the server groups the jobs.
+        self._wake = asyncio.Event()
         self._draining = False
-        self._search: dict[str, object] = {}
         self._start_error: str | None = None
         self._opened_now = False  # this run opened the case (not a continued run)
         self._parked: Deadline | None = None  # a deadline the core failed on; waits for an event
-        self._integrity = False  # the run claims its number and bounds its carried state
-        self._lanes = False  # the run's effects run in lanes (per kind, batched)
-        # With LANE_WAKES_PATCH: one event per lane, set when effects of its kind are queued.
-        self._wakes: dict[str, asyncio.Event] | None = None
-        self._marks = False  # with EFFECT_MARKS_PATCH: a lane going idle updates the memo
+        # The timer of the next deadline: kept while the deadline stays, whatever else happens.
+        self._timer: asyncio.Task[None] | None = None
+        self._armed: Deadline | None = None
+        self._rang = False
         # Search attributes and details are published once per activation, not once per event,
         # so a flood of signals in one activation stays one cheap workflow task.
         self._changed = True
         self._logged_at: datetime | None = None  # the instant (task) of the last logged rejection
         self._logged = 0
         self._state: CaseState
+        info = workflow.info()
+        # What the starter (or the run before) set: only what differs is upserted.
+        self._search = search.current(info.typed_search_attributes)
         # Trusted senders, if this worker is configured with them (README "Trust model").
-        self._senders = trust.installed(workflow.info().task_queue)
+        self._senders = trust.installed(info.task_queue)
         try:
             # Decoded without the event size limit: the state a continued run carries is
             # routinely bigger than any event (a new case's input is checked against it below).
             data = decode_object([start], "start input", limit=None)
-            info = workflow.info()
             if "carried" in data:
                 carried = CarriedState.model_validate(data)
                 self._start_error = integrity.carried_case_problem(
                     info.workflow_id, info.continued_run_id, carried.carried.case.case_number
                 )
                 self._state = carried.carried
-                self._effects.extend(carried.effects)
-                if self._state.edition < lifecycle.EDITION and workflow.patched(EDITION_PATCH):
-                    self._state = self._state.model_copy(update={"edition": lifecycle.EDITION})
+                self._pending.extend(carried.effects)
             else:
                 check_size([start], "start input")  # a new case: the event size limit
                 case = CaseInput.model_validate(data)
                 self._start_error = integrity.new_case_problem(info.workflow_id, case.case_number)
                 opener = info.first_execution_run_id or info.run_id
-                edition = lifecycle.EDITION if workflow.patched(EDITION_PATCH) else 1
                 decision = lifecycle.open_case(
-                    case,
-                    workflow.now(),
-                    edition,
-                    senders=self._senders,
-                    opened_by_run=opener,
+                    case, workflow.now(), senders=self._senders, opened_by_run=opener
                 )
                 self._opened_now = True
                 self._state = decision.state
-                self._effects.extend(decision.effects)
+                self._pending.extend(decision.effects)
         except (Malformed, ValidationError, Rejection) as err:
             self._start_error = explain(err)
         except Exception as err:  # a bug of the core: the start fails with it, never the task
             self._start_error = f"the case could not open: {err!r}"[:1_000]
         if self._start_error is not None:
-            self._effects.clear()  # a refused start runs no effect
-        else:
-            # Every patch is decided in the run's first activation, before the first await (the
-            # lanes' at the start of ``run``, where older runs asked it): replay learns a task's
-            # patches only when it reaches that task, so a patch asked later may replay False.
-            self._integrity = workflow.patched(integrity.INTEGRITY_PATCH)
+            self._pending.clear()  # a refused start runs no effect
 
     @workflow.run
     async def run(self, start: RawValue) -> Snapshot:
@@ -172,54 +144,26 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             )
-        self._lanes = workflow.patched(EFFECT_LANES_PATCH)
-        if self._lanes and workflow.patched(LANE_WAKES_PATCH):
-            self._wakes = {kind: asyncio.Event() for kind in EFFECT_LANES}
-            self._wake_lanes()  # the effects a continued run carried over
-            self._marks = workflow.patched(EFFECT_MARKS_PATCH)
         if self._opened_now:
             # Counted before the first await: the activation after a local activity's result
             # can count as replaying, and a replay records no metric.
             metrics.transition(None, self._state.status)
-        # The policy first: a start it refuses must not claim the number (nor run any effect).
-        if self._opened_now and self._state.edition >= 2:
+            # The policy first: a start it refuses must not claim the number (nor record any
+            # effect); then the claim, in the record of the opening (one transaction).
             await self._resolve_policy()
-        if self._opened_now and self._integrity:
-            await self._claim_case_number()
-        pump = asyncio.create_task(self._run_lanes() if self._lanes else self._run_in_order())
+            await self._open()
+        recorder = asyncio.create_task(self._record_loop())
+        if self._pending:
+            self._wake.set()  # what a continued run carried, or what came during the opening
         while True:
             while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
-                await self._sleep_until_next_deadline()
+                await self._step()
             self._publish()
             if self._state.status is Status.CLOSED:
-                await workflow.wait_condition(lambda: not self._effects and not self._running)
-                pump.cancel()
+                await workflow.wait_condition(lambda: not self._pending and not self._recording)
+                recorder.cancel()
                 return lifecycle.snapshot(self._state)
-            await self._continue_as_new(pump)  # returns only while the effects do not fit
-
-    async def _claim_case_number(self) -> None:
-        """The first effect of an opening run: the number is this run's, or the run fails
-        before any other effect (a reused number must not mail or overwrite the first case)."""
-        run_id = self._state.opened_by_run
-        assert run_id is not None
-        owner = await workflow.execute_activity(
-            ActivityName.CLAIM_CASE,
-            ClaimCase(case=lifecycle.case_record(self._state), run_id=run_id),
-            result_type=str,
-            start_to_close_timeout=CLAIM_TIMEOUT,
-            # It heartbeats: a worker that stops mid-claim is noticed in seconds, not at the
-            # timeout, since every other effect of the case waits for the claim.
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=CLAIM_RETRY,
-            summary=f"claim case number {self._state.case.case_number}",
-        )
-        if owner != run_id:
-            self._effects.clear()
-            raise ApplicationError(
-                integrity.number_taken(self._state.case.case_number, owner),
-                type="CaseNumberTaken",
-                non_retryable=True,
-            )
+            await self._continue_as_new(recorder)  # returns only while the effects do not fit
 
     async def _resolve_policy(self) -> None:
         """The worker's default policy and bounds, read once and kept in history: a changed
@@ -242,28 +186,67 @@ class SupportCase:
                 non_retryable=True,
             ) from None
 
+    async def _open(self) -> None:
+        """The opening's record claims the number for this run before anything is written: a
+        reused number must not mail or overwrite the first case."""
+        run_id = self._state.opened_by_run
+        assert run_id is not None
+        try:
+            result = await self._record(take(self._pending, EFFECT_BATCH_BYTES), claim=run_id)
+        except ActivityError as err:  # retries are unlimited: a bug, and the case cannot open
+            raise ApplicationError(
+                f"the case could not open: {err.cause or err}",
+                type="InvalidCaseInput",
+                non_retryable=True,
+            ) from None
+        if result.owner != run_id:
+            self._pending.clear()
+            raise ApplicationError(
+                integrity.number_taken(self._state.case.case_number, result.owner),
+                type="CaseNumberTaken",
+                non_retryable=True,
+            )
+
     # ---- the clock ----------------------------------------------------------------------------
 
-    async def _sleep_until_next_deadline(self) -> None:
+    async def _step(self) -> None:
+        """Act on a deadline that is due, or wait for the next one or for an event."""
         self._publish()
         due = lifecycle.next_deadline(self._state)
         if due is not None and due == self._parked:
             due = None  # the core failed on it: wait for an event to change the state
-        if due is not None:
-            left = due.at - workflow.now()
-            if left <= timedelta(0):
-                self._apply_deadline(due)
-                return
+        if due is not None and due.at <= workflow.now():
+            self._arm(None)
+            self._apply_deadline(due)
+            return
+        self._arm(due)
         seq = self._state.seq
-        # A timeout is the deadline's turn; it is re-checked against the clock on the next pass.
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: self._state.seq != seq or self._changed or self._should_continue_as_new(),
-                timeout=None if due is None else left,
-                timeout_summary=None
-                if due is None
-                else f"{due.action}: {lifecycle.describe(due)} at {due.at:%Y-%m-%d %H:%M:%S} UTC",
+        await workflow.wait_condition(
+            lambda: (
+                self._state.seq != seq
+                or self._changed
+                or self._rang
+                or self._should_continue_as_new()
             )
+        )
+        if self._rang:  # its instant has come: acted on in the next pass, against the clock
+            self._rang, self._timer, self._armed = False, None, None
+
+    def _arm(self, due: Deadline | None) -> None:
+        """One timer for the next deadline, started when it changes and kept while it stays (an
+        event that moves no deadline costs no timer)."""
+        if due == self._armed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._armed = None, due
+        if due is not None:
+            summary = f"{due.action}: {lifecycle.describe(due)} at {due.at:%Y-%m-%d %H:%M:%S} UTC"
+            self._timer = asyncio.create_task(self._ring(due.at - workflow.now(), summary))
+
+    async def _ring(self, left: timedelta, summary: str) -> None:
+        await workflow.sleep(left, summary=summary)
+        self._rang = True
 
     def _apply_deadline(self, due: Deadline) -> None:
         lateness = (workflow.now() - due.at).total_seconds()
@@ -289,105 +272,54 @@ class SupportCase:
         )
         # Pending effects over their byte budget hold the continue-as-new until they drain: the
         # run keeps taking events and deadlines, and nothing is dropped.
-        return due and (not self._integrity or bounds.effects_fit(self._effects))
+        return due and bounds.effects_fit(self._pending)
 
-    async def _continue_as_new(self, pump: asyncio.Task[None]) -> None:
-        # Let the activities in flight finish, so the next run does not start the same effects
-        # twice at once; stuck ones (SMTP down for long) are carried over and retried.
+    async def _continue_as_new(self, recorder: asyncio.Task[None]) -> None:
+        # Let the record in flight finish, so the next run does not write the same effects
+        # twice at once; a stuck one (the database down for long) is carried over and retried.
         self._draining = True
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: not self._running, timeout=DRAIN_WAIT)
+            await workflow.wait_condition(lambda: not self._recording, timeout=DRAIN_WAIT)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        if self._integrity and not bounds.effects_fit(self._effects):
+        if not bounds.effects_fit(self._pending):
             self._draining = False  # events during the drain added more than fits: go on
-            self._wake_lanes()
+            self._wake.set()
             return
-        pump.cancel()
-        state = bounds.fit_state(self._state) if self._integrity else self._state
-        workflow.continue_as_new(CarriedState(carried=state, effects=list(self._effects)))
+        recorder.cancel()
+        state = bounds.fit_state(self._state)
+        workflow.continue_as_new(CarriedState(carried=state, effects=list(self._pending)))
 
-    # ---- effects ------------------------------------------------------------------------------
+    # ---- the record of each decision ----------------------------------------------------------
 
-    async def _run_lanes(self) -> None:
-        await asyncio.gather(*(self._lane(kind, options) for kind, options in EFFECT_LANES.items()))
-
-    async def _lane(self, kind: str, options: EffectOptions) -> None:
-        def pending() -> list[Effect]:
-            return [e for e in self._effects if e.kind == kind]
-
+    async def _record_loop(self) -> None:
         while True:
-            if self._wakes is None:
-                await workflow.wait_condition(lambda: not self._draining and bool(pending()))
-            else:
-                wake = self._wakes[kind]
-                await wake.wait()
-                wake.clear()
-                if self._draining or not pending():
-                    continue
-            while batch := take(pending(), options.batch, EFFECT_BATCH_BYTES):
-                await self._run_batch(kind, options, batch)
-                goes_on = self._wakes is not None and not self._draining
-                if self._marks and not (goes_on and pending()):
-                    workflow.upsert_memo({EFFECTS_PENDING_MEMO: len(self._effects)})
-                if not goes_on:
-                    break
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending and not self._draining:
+                try:
+                    await self._record(take(self._pending, EFFECT_BATCH_BYTES))
+                except ActivityError as err:
+                    # Retries are unlimited, so this is a non-retryable failure: a bug.
+                    workflow.logger.error("record failed", extra={"error": str(err)})
 
-    async def _run_batch(self, kind: str, options: EffectOptions, batch: list[Effect]) -> None:
-        self._running.add(kind)
+    async def _record(self, batch: list[Effect], claim: str | None = None) -> RecordResult:
+        """Write ``batch`` through the ``record`` local activity; the batch leaves the pending
+        effects once it is written (or failed for good)."""
+        self._recording = True
         try:
-            await self._execute(options, batch)
-        except ActivityError as err:
-            # Retries are unlimited, so this is a non-retryable failure: a bug, not an outage.
-            keys = [e.key for e in batch]
-            workflow.logger.error("effects failed", extra={"keys": keys, "error": str(err)})
+            return await workflow.execute_local_activity(
+                ActivityName.RECORD,
+                Record(effects=batch, claim=claim),
+                result_type=RecordResult,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+                local_retry_threshold=RECORD_LOCAL_RETRY_THRESHOLD,
+                summary=summarize(batch),
+            )
         finally:
-            self._running.discard(kind)
-        done = {id(e) for e in batch}
-        self._effects = deque(e for e in self._effects if id(e) not in done)
-
-    def _wake_lanes(self) -> None:
-        """Wake the lanes with effects queued, in the lanes' fixed order."""
-        if self._wakes is None:
-            return
-        queued = {e.kind for e in self._effects}
-        for kind, wake in self._wakes.items():
-            if kind in queued:
-                wake.set()
-
-    async def _run_in_order(self) -> None:
-        """The effects of a run started before the lanes: one at a time, in order."""
-        while True:
-            await workflow.wait_condition(lambda: bool(self._effects) and not self._draining)
-            effect = self._effects[0]
-            self._running.add("any")
-            try:
-                await self._execute(EFFECTS_IN_ORDER[effect.kind], [effect])
-            except ActivityError as err:
-                workflow.logger.error("effect failed", extra={"key": effect.key, "error": str(err)})
-            finally:
-                self._running.discard("any")
-            self._effects.popleft()
-
-    async def _execute(self, options: EffectOptions, batch: list[Effect]) -> None:
-        result = await workflow.execute_activity(
-            options.activity,
-            batch if options.batch > 1 else batch[0],
-            start_to_close_timeout=options.start_to_close,
-            heartbeat_timeout=options.heartbeat,
-            retry_policy=options.retry,
-            summary=summarize(batch),
-        )
-        self._note_undelivered(result)
-
-    def _note_undelivered(self, result: object) -> None:
-        """Keep the messages the mail server refused for good (notify answers them as objects)
-        in the state; shown in the snapshot and the UI's details. No command: a history whose
-        activities answered only words replays unchanged."""
-        refused = undelivered_in(result)
-        if not refused:
-            return
-        self._state = lifecycle.record_undelivered(self._state, refused)
-        workflow.set_current_details(lifecycle.details_markdown(self._state))
+            self._recording = False
+            done = {id(e) for e in batch}
+            self._pending = [e for e in self._pending if id(e) not in done]
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -395,6 +327,9 @@ class SupportCase:
     def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
         if self._start_error is not None:
             return  # the run fails at once with the reason; there is no case to act on
+        if name == HandlerName.MAIL_UNDELIVERED:
+            self._on_undelivered(name, args)
+            return
         model = EVENTS.get(name)
         try:
             if model is None:
@@ -407,6 +342,28 @@ class SupportCase:
             self._accept(name, event)
         except Rejection as rejection:
             self._reject(name, rejection.reason, rejection.message, event=event)
+
+    def _on_undelivered(self, name: str, args: Sequence[RawValue]) -> None:
+        """The mail relay's word that the server refused one of this case's messages for good:
+        kept in the snapshot (a bounded tail, once per message); the case's status is unmoved."""
+        try:
+            event = MailUndelivered.model_validate(decode_object(args, name))
+        except (Malformed, ValidationError) as err:
+            self._reject(name, "malformed", explain(err), excerpt=excerpt(args))
+            return
+        prefix = f"{case_workflow_id(self._state.case.case_number)}:"
+        if not event.key.startswith(prefix):
+            self._reject(name, "other_case", f"message {event.key[:80]} is not this case's")
+            return
+        if self._senders is not None:
+            audience = case_workflow_id(self._state.case.case_number)
+            refused = trust.verify_event(self._senders, event, audience, workflow.now())
+            if refused is not None:
+                self._reject(name, refused.reason, refused.message)
+                return
+        refusal = UndeliveredMessage(key=event.key, template=event.template, reason=event.reason)
+        self._state = lifecycle.record_undelivered(self._state, [refusal])
+        self._changed = True
 
     @workflow.update(name=HandlerName.CUSTOMER_REPLY)
     def customer_reply_update(self, arg: RawValue) -> Snapshot:
@@ -507,11 +464,11 @@ class SupportCase:
         self._state = decision.state
         if self._state.status is not before:
             metrics.transition(before, self._state.status)
-        self._effects.extend(decision.effects)
+        self._pending.extend(decision.effects)
         self._changed = True
         self._parked = None
         if decision.effects:
-            self._wake_lanes()
+            self._wake.set()
 
     def _reject(
         self,
@@ -579,22 +536,11 @@ def _asked(name: str, event: BaseModel) -> str:
     return name
 
 
-def undelivered_in(result: object) -> list[UndeliveredMessage]:
-    """The refusals among a notify activity's answers (one answer, or a list for a batch)."""
-    answers = result if isinstance(result, list) else [result]
-    refused = []
-    for answer in answers:
-        if isinstance(answer, dict) and "reason" in answer:
-            with contextlib.suppress(ValidationError):
-                refused.append(UndeliveredMessage.model_validate(answer))
-    return refused
-
-
-def take(effects: Sequence[Effect], count: int, limit: int) -> list[Effect]:
-    """The first effects, at most ``count`` of them and ``limit`` bytes of JSON, at least one."""
+def take(effects: Sequence[Effect], limit: int) -> list[Effect]:
+    """The first effects, at most ``limit`` bytes of JSON, at least one."""
     batch: list[Effect] = []
     size = 0
-    for effect in effects[:count]:
+    for effect in effects:
         size += len(effect.model_dump_json())
         if batch and size > limit:
             break
@@ -603,13 +549,14 @@ def take(effects: Sequence[Effect], count: int, limit: int) -> list[Effect]:
 
 
 def summarize(batch: Sequence[Effect]) -> str:
-    """What the UI shows on the activity: what the effects do, in a line."""
-    if len(batch) > 1:
-        noun = {"persist": "status changes", "notify": "emails"}.get(batch[0].kind, "effects")
-        return f"{batch[0].kind} {len(batch)} {noun}"
-    effect = batch[0]
-    if isinstance(effect, Persist):
-        return f"record {effect.history.to_status if effect.history else 'case'}"
-    if isinstance(effect, Notify):
-        return f"email {effect.template} to {effect.recipient}"
-    return f"register with release {effect.release_id}"
+    """What the UI shows on the record: what it writes, in a line."""
+    parts: list[str] = []
+    for effect in batch[:4]:
+        if isinstance(effect, Persist):
+            parts.append(f"record {effect.history.to_status if effect.history else 'case'}")
+        elif isinstance(effect, Notify):
+            parts.append(f"email {effect.template} to {effect.recipient}")
+        else:
+            parts.append(f"register with release {effect.release_id}")
+    more = f" and {len(batch) - 4} more" if len(batch) > 4 else ""
+    return ", ".join(parts) + more

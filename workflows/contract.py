@@ -37,10 +37,6 @@ RELEASE_TRAIN_WORKFLOW = "ReleaseTrain"
 CASE_ID_PREFIX = "case-"
 RELEASE_ID_PREFIX = "release-"
 
-# The case's memo: how many of its effects (emails, records, registrations) are not yet done,
-# as of the last time one of its effect lanes went idle (0: everything it decided has happened).
-EFFECTS_PENDING_MEMO = "effects_pending"
-
 
 def case_workflow_id(case_number: str) -> str:
     return f"{CASE_ID_PREFIX}{case_number}"
@@ -59,6 +55,9 @@ class HandlerName(StrEnum):
     TRANSITION = "transition"
     RELEASE_SHIPPED = "release_shipped"
     APPLY_POLICY = "apply_policy"
+    # SupportCase: the worker's mail relay tells a case that the mail server refused one of its
+    # messages for good (a signal; kept in the snapshot's ``undelivered``, no status change)
+    MAIL_UNDELIVERED = "mail_undelivered"
     # SupportCase: queries
     SNAPSHOT = "snapshot"
     POLICY_PREVIEW = "policy_preview"
@@ -72,13 +71,10 @@ class HandlerName(StrEnum):
 class ActivityName(StrEnum):
     """The activity types the workflows call and the worker registers."""
 
-    PERSIST = "persist"
-    PERSIST_BATCH = "persist_batch"
-    NOTIFY = "notify"
-    NOTIFY_BATCH = "notify_batch"
-    CLAIM_CASE = "claim_case"
-    POLICY_SETTINGS = "policy_settings"  # a local activity
-    REGISTER_WITH_RELEASE = "register_with_release"
+    # The case's two local activities: what the worker's policy settings are when a case opens,
+    # and the record of its decisions (status rows, outbox messages, release registrations).
+    POLICY_SETTINGS = "policy_settings"
+    RECORD = "record"
     RELEASE_BACKLOG_ADD = "release_backlog_add"
     RELEASE_BACKLOG_LOAD = "release_backlog_load"
     OPEN_RELEASE = "open_release"
@@ -474,12 +470,14 @@ class Persist(BaseModel):
 
 
 class Notify(BaseModel):
-    """One email. ``recipient`` is ``contact`` (the case's contact), ``support`` or
-    ``development`` (team addresses from settings, resolved by the activity so a changed address
-    needs no replay)."""
+    """One email, written to the outbox with the decision's record and sent by the worker's mail
+    relay. ``recipient`` is ``contact`` (the case's contact), ``support`` or ``development``
+    (team addresses from settings, resolved when it is recorded, so a changed address needs no
+    replay). ``seq`` is the case's step that sent it: the relay sends a case's mail in order."""
 
     kind: Literal["notify"] = "notify"
     key: str
+    seq: int = 0
     template: MessageTemplate
     recipient: Literal["contact", "support", "development"]
     contact_email: str
@@ -497,12 +495,32 @@ class Register(BaseModel):
 Effect = Annotated[Persist | Notify | Register, Field(discriminator="kind")]
 
 
-class ClaimCase(BaseModel):
-    """The first effect of the run that opens a case: the number becomes that run's for all
-    time (``run_id`` is the chain's first run); a later run of ``case-<n>`` is refused."""
+class Record(BaseModel):
+    """The input of the ``record`` local activity: the effects of one or more decisions, written
+    in one database transaction (and the registrations sent after it). ``claim`` is set on the
+    opening run's first record: the case number becomes that run's for all time (the chain's
+    first run id) before anything else is written; a later run of ``case-<n>`` is refused."""
 
-    case: CaseRecord
-    run_id: str
+    effects: list[Effect]
+    claim: str | None = None
+
+
+class RecordResult(BaseModel):
+    """``owner``: the run that holds the case number when ``claim`` was asked (this one, or
+    another: then nothing was written and the run fails; "" a case opened before runs were
+    recorded); None when no claim was asked."""
+
+    owner: str | None = None
+
+
+class MailUndelivered(Wire):
+    """A message of this case the mail server refused for good (the relay's signal)."""
+
+    key: Annotated[str, StringConstraints(min_length=1, max_length=300)]
+    template: Annotated[str, StringConstraints(max_length=40)]
+    reason: Annotated[str, StringConstraints(max_length=2_000)]
+    actor: Actor | None = None  # with trusted senders: the worker's sender, and the proof
+    proof: Proof | None = None
 
 
 # ---- releases -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The lifecycle as a picture: a Mermaid ``stateDiagram-v2`` and a table, both read from the
-current edition of the table (``lifecycle.rules()``).
+transition table (``lifecycle.rules()``).
 
 ``python -m workflows.diagram`` prints the markdown page; ``--write`` writes ``docs/lifecycle.md``;
 ``--check`` exits non-zero when that file is stale. Pure: no Temporal here.
@@ -24,7 +24,7 @@ from workflows.contract import (
     Status,
     TransitionRequest,
 )
-from workflows.lifecycle import EDITION, OPENERS, CaseState, Rule, Via, rules
+from workflows.lifecycle import OPENERS, CaseState, Rule, Via, rules
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "lifecycle.md"
 COMMAND = "python -m workflows.diagram --write"
@@ -211,9 +211,8 @@ def render(policy: DeadlinePolicy | None = None) -> str:
                 " (make docs). Do not edit by hand. -->",
                 "",
                 "Every status change of a case goes through one transition table, `TABLE` in",
-                "`workflows/lifecycle/table.py`; this page is generated from its current edition",
-                f"({EDITION}, `rules()`): the rules every new case runs (a case opened under an",
-                "older edition keeps those until its next run). Edge labels name the roles that",
+                "`workflows/lifecycle/table.py`; this page is generated from it (`rules()`), the",
+                "rules every case runs. Edge labels name the roles that",
                 "may make the move and how: a transition request (no tag), a customer",
                 "`reply`, a tier `handoff`, or the case's own timer (`system · after 14d`; the",
                 "durations are those of the default deadline policy, counted from the case's",
@@ -251,7 +250,7 @@ def render(policy: DeadlinePolicy | None = None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workflows.diagram",
-        description="The lifecycle diagram, from the table's current edition.",
+        description="The lifecycle diagram, from the transition table.",
     )
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--write", action="store_true", help=f"write {DOC_PATH.name} under docs/")

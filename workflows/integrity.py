@@ -10,10 +10,6 @@ from __future__ import annotations
 
 from workflows.contract import case_workflow_id, release_workflow_id
 
-# The marker of runs that claim their case number first, hold their continue-as-new while the
-# pending effects exceed their byte budget, and carry state trimmed to byte budgets.
-INTEGRITY_PATCH = "integrity"
-
 
 def wrong_id(kind: str, name: str, expected: str, workflow_id: str) -> str | None:
     if workflow_id != expected:

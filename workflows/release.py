@@ -2,13 +2,13 @@
 is in ``workflows/train.py``).
 
 ``Release`` (id ``release-<release_id>``). Cases register on entering Pending Release (their
-``register_with_release`` activity does signal-with-start, so the first case creates the
-workflow). It sleeps until ``ships_at`` (moved by ``reschedule``, a signal or an update) or a
-``ship_now``, then tells every registered case through the ``fan_out_release`` activity, a
-thousand cases per activity: its own history grows by a handful of events per thousand cases,
-never one signal command per case, and it continues as new before the history gets long (the
-registrations arrive as signals, which are events too). It stays open after shipping, so a case
-that registers late, even while the fan-out runs, joins the queue and is told at once.
+``record`` does signal-with-start, so the first case creates the workflow). It sleeps until
+``ships_at`` (moved by ``reschedule``, a signal or an update) or a ``ship_now``, then tells every
+registered case through the ``fan_out_release`` activity, a thousand cases per activity: its own
+history grows by a handful of events per thousand cases, never one signal command per case, and it
+continues as new before the history gets long (the registrations arrive as signals, which are events
+too). It stays open after shipping, so a case that registers late, even while the fan-out runs,
+joins the queue and is told at once.
 
 Exactly once in effect: the fan-out may deliver a signal twice (an activity retried from its
 last heartbeat); the case ignores a second ``release_shipped`` of its release.
@@ -68,9 +68,6 @@ REJECTED_TAIL = 20
 # turn to be told: 100,000 registrations keep the carried state as small as a few hundred.
 PENDING_BYTES = 128 * 1024
 BACKLOG_TIMEOUT = timedelta(seconds=60)
-# Runs that record this marker keep their registrations over PENDING_BYTES in the case store;
-# runs started before it keep them all in their carried state, as they did.
-RELEASE_BACKLOG_PATCH = "release-backlog"
 
 
 class ReleaseState(BaseModel):
@@ -124,7 +121,6 @@ class Release:
             self._start_error = explain(err)
         # Not yet told; a case registering again before it is told is not queued twice.
         self._waiting = set(self._state.pending)
-        self._backlog = False  # registrations over PENDING_BYTES go to the case store
 
     @workflow.run
     async def run(self, start: RawValue) -> ReleaseStatus:
@@ -134,7 +130,6 @@ class Release:
                 type="InvalidReleaseInput",
                 non_retryable=True,
             )
-        self._backlog = workflow.patched(RELEASE_BACKLOG_PATCH)
         self._publish()
         while not self._ship_if_due():
             if self._should_continue_as_new():
@@ -223,7 +218,7 @@ class Release:
     # ---- the backlog: registrations kept in the case store -----------------------------------
 
     def _over_budget(self) -> bool:
-        return self._backlog and _json_bytes(self._state.pending) > PENDING_BYTES
+        return _json_bytes(self._state.pending) > PENDING_BYTES
 
     def _backlog_left(self) -> bool:
         return self._state.backlog_loaded < self._state.backlog_chunks

@@ -65,3 +65,9 @@ def typed(values: dict[str, object]) -> TypedSearchAttributes:
             if values[key.name] is not None
         ]
     )
+
+
+def current(attributes: TypedSearchAttributes) -> dict[str, object]:
+    """The case's attributes as the run starts (set by the starter, or carried over from the run
+    before a continue-as-new; an absent one is unset), so only what differs is upserted."""
+    return {key.name: attributes.get(key) for key in ALL_KEYS}

@@ -1,10 +1,11 @@
-"""The mail server and the database go away for a while. Notifications and writes retry with
-back-off (no hot loop), nothing is lost, and after recovery every email arrives once and every
-history row exists once."""
+"""The mail server and the database go away for a while. The relay's sends and the cases'
+records retry with back-off (no hot loop), nothing is lost, and after recovery every email
+arrives once and every history row exists once."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from temporalio.api.enums.v1 import PendingActivityState
 
 from activities import upgrade
 from activities.store import CaseStore
@@ -34,10 +34,10 @@ from tests.reliability.harness import (
     wait_until,
 )
 from tests.reliability.tcp_proxy import TcpProxy
-from workflows.contract import ActivityName, DeadlinePolicy
+from workflows.contract import DeadlinePolicy
 
 POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
-# Seconds down: past the first retry of every activity, short of the third of notify's
+# Seconds down: past the first retry of every record and send, short of the third send's
 # (5 s, 10 s, 20 s apart), so recovery is quick.
 SMTP_OUTAGE = 8.0
 DB_OUTAGE = 6.0
@@ -50,25 +50,20 @@ async def count_rows(store: CaseStore, plans: list[Plan]) -> int:
     return rows
 
 
-async def retrying(client: Any, plans: list[Plan], activity: str) -> list[tuple[int, float]]:
-    """(attempt, seconds from the last failure to the next attempt) of every ``activity`` being
-    retried: waiting out its back-off (the next attempt's instant is set), or running its next
-    attempt (it started then). One whose back-off is over but that waits for a busy worker's
-    slot has neither instant, and no back-off left to measure."""
+def retries(worker: WorkerProcess, event: str, by: str) -> list[tuple[int, float]]:
+    """(attempt, seconds since the attempt before failed) of every retry that failed too, read
+    from the worker's log lines ``event`` (``case.record_failed`` of each case's record, by
+    ``workflow_id``; ``notify.failed`` of each message, by ``key``)."""
+    failed: dict[str, list[tuple[int, datetime]]] = {}
+    for line in worker.lines():
+        if line.get("event") == event and line.get(by) and line.get("attempt"):
+            at = datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00"))
+            failed.setdefault(str(line[by]), []).append((int(line["attempt"]), at))
     out = []
-    for plan in plans:
-        raw = (await client.get_workflow_handle(plan.workflow_id).describe()).raw_description
-        for pending in raw.pending_activities:
-            if pending.activity_type.name != activity or pending.attempt < 2:
-                continue
-            if pending.HasField("next_attempt_schedule_time"):
-                following = pending.next_attempt_schedule_time.ToDatetime()
-            elif pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-                following = pending.last_started_time.ToDatetime()
-            else:
-                continue
-            failed = pending.last_attempt_complete_time.ToDatetime()
-            out.append((pending.attempt, (following - failed).total_seconds()))
+    for attempts in failed.values():
+        attempts.sort()
+        for (_, before), (attempt, at) in itertools.pairwise(attempts):
+            out.append((attempt, (at - before).total_seconds()))
     return out
 
 
@@ -116,31 +111,24 @@ async def recover(
 
 
 async def outage(
-    down: Callable[[], Awaitable[None]],
-    up: Callable[[], Awaitable[None]],
-    client: Any,
-    plans: list[Plan],
-    activity: str,
-    seconds: float,
-) -> list[tuple[int, float]]:
-    """Take the service down for ``seconds``; the retries seen just before it comes back."""
+    down: Callable[[], Awaitable[None]], up: Callable[[], Awaitable[None]], seconds: float
+) -> None:
+    """Take the service down for ``seconds``, then bring it back."""
     await down()
     await asyncio.sleep(seconds)
-    retries = await retrying(client, plans, activity)
     await up()
-    return retries
 
 
 def check_back_off(retries: list[tuple[int, float]], initial: float, seconds: float) -> str:
     """Every retry waits at least initial x 2^(attempt-2): back-off, not a hot loop."""
-    assert retries, "the outage should leave activities waiting to be retried"
+    assert retries, "the outage should make attempts fail and be retried"
     for attempt, wait in retries:
         assert wait >= initial * 2 ** (attempt - 2) * 0.9, (attempt, wait)
     # Attempt n starts initial x (2^(n-1) - 1) after the first; one more for timing slack.
     bound = math.floor(math.log2(seconds / initial + 1)) + 2
     top = max(a for a, _ in retries)
     assert top <= bound, f"{top} attempts within {seconds} s: not backing off"
-    return f"{len(retries)} {'retries' if len(retries) > 1 else 'retry'} pending, attempts <= {top}"
+    return f"{len(retries)} {'retries' if len(retries) > 1 else 'retry'} failed, attempts <= {top}"
 
 
 async def test_smtp_outage_retries_with_back_off_and_sends_each_message_once(
@@ -167,13 +155,11 @@ async def test_smtp_outage_retries_with_back_off_and_sends_each_message_once(
         async def nothing() -> None:
             pass
 
-        retries = await outage(
-            nothing, restart, env.client, plans, ActivityName.NOTIFY_BATCH, SMTP_OUTAGE
-        )
+        await outage(nothing, restart, SMTP_OUTAGE)
         assert not inbox.messages
         pending = await store.outbox(pending_only=True)
         assert pending and all(e.last_error and e.sent_at is None for e in pending)
-        back_off = check_back_off(retries, 5.0, SMTP_OUTAGE)
+        back_off = check_back_off(retries(worker, "notify.failed", "key"), 5.0, SMTP_OUTAGE)
         took = await recover(env.client, inbox, store, plans, tally)
         sent = await store.outbox()
         assert all(e.sent_at is not None for e in sent)
@@ -221,10 +207,9 @@ async def test_database_outage_persist_retries_and_every_row_exists_once(
             proxy.cut()
 
         cut_at = datetime.now(UTC)
-        retries = await outage(
-            cut, proxy.restore, env.client, plans, ActivityName.PERSIST_BATCH, DB_OUTAGE
-        )
-        back_off = check_back_off(retries, 1.0, DB_OUTAGE)
+        await outage(cut, proxy.restore, DB_OUTAGE)
+        failed = retries(worker, "case.record_failed", "workflow_id")
+        back_off = check_back_off(failed, 1.0, DB_OUTAGE)
         # A cut can lose the answer to the commit recording that a send begins: the row says
         # "handed", the attempt failed before sending, and the next one can only resend in doubt.
         took = await recover(env.client, inbox, store, plans, tally, sends_cut=True)

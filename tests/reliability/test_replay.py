@@ -6,8 +6,10 @@ that the guard is real."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +18,18 @@ from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from tests.reliability.changed_workflows import SupportCasePatched, SupportCaseWithAnExtraTimer
+from runtime.sandbox import workflow_runner
+from tests.reliability.changed_workflows import (
+    PATCH,
+    SupportCaseChanged,
+    SupportCaseDeprecated,
+    SupportCasePatched,
+    SupportCaseWithAnExtraTimer,
+)
 from tests.reliability.harness import Tally
-from worker import PASSTHROUGH
+from tests.scenario import TIER1, Case
+from worker import build_worker
 from workflows.case import SupportCase
 from workflows.contract import case_workflow_id, release_workflow_id
 from workflows.release import Release
@@ -56,9 +65,7 @@ def replayer(*workflows: type) -> Replayer:
     return Replayer(
         workflows=list(workflows),
         data_converter=pydantic_data_converter,
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
-        ),
+        workflow_runner=workflow_runner(sandboxed=True),
     )
 
 
@@ -73,39 +80,16 @@ def test_the_captured_histories_cover_every_scenario() -> None:
     assert modules <= scenarios, f"no captured history for {sorted(modules - scenarios)}"
     kinds = Counter(workflow_type(load(p)) for p in FILES)
     assert kinds["SupportCase"] >= 10 and kinds["Release"] >= 1, kinds
-    for shape in {shape_of(p) for p in FILES}:
-        size = sum(p.stat().st_size for p in FILES if shape_of(p) == shape)
-        assert size < 1_800_000, f"keep the histories small ({shape}: {size} bytes)"
+    size = sum(p.stat().st_size for p in FILES)
+    assert size < 1_800_000, f"keep the histories small ({size} bytes)"
 
 
-def shape_of(path: Path) -> str:
-    """``today`` for a capture of today's code, else the patch it was captured before."""
-    _, before, patch = path.stem.partition(".before-")
-    return patch if before else "today"
-
-
-def test_histories_from_before_each_patch_are_kept_beside_todays() -> None:
-    # Cases started before the patch are still open somewhere: their shape must go on replaying.
-    shapes = Counter(shape_of(p) for p in FILES)
-    assert shapes["today"] >= 10 and shapes["effect-lanes"] >= 10, shapes
-    patched = {p.name: patches(load(p)) for p in FILES if workflow_type(load(p)) == "SupportCase"}
-    assert all(
-        "effect-lanes" not in found
-        for name, found in patched.items()
-        if ".before-effect-lanes" in name
-    )
-    assert any("effect-lanes" in found for name, found in patched.items() if ".before-" not in name)
-    # The guide's edition 2 and the integrity rules came with one change: the shape before it
-    # has neither marker; today's cases record both.
-    assert shapes["guide-edition-2"] >= 10, shapes
-    older = {"guide-edition-2", "effect-lanes"}
-    for patch in ("guide-edition-2", "integrity"):
-        assert all(patch not in patched.get(p.name, ()) for p in FILES if shape_of(p) in older)
-        assert any(patch in found for name, found in patched.items() if ".before-" not in name)
-    # Lanes that mark going idle in the memo: the shape before it (lanes woken by events) stays.
-    assert shapes["effect-marks"] >= 10, shapes
-    assert all("effect-marks" not in found for name, found in patched.items() if ".before-" in name)
-    assert any("effect-marks" in found for name, found in patched.items() if ".before-" not in name)
+def test_one_baseline_every_captured_case_records_no_patch() -> None:
+    # No run of the product predates today's shape: a history with a patch marker is of a
+    # shape the code no longer has a branch for.
+    histories = {p.name: load(p) for p in FILES}
+    assert all(".before-" not in name for name in histories)
+    assert {name: patches(h) for name, h in histories.items() if patches(h)} == {}
 
 
 def patches(history: WorkflowHistory) -> set[str]:
@@ -138,9 +122,15 @@ async def _iterate(histories: list[WorkflowHistory]) -> Any:
 # ---- the guard is real: a non-deterministic change fails the replay -------------------------
 
 
+def opened(history: WorkflowHistory) -> bool:
+    """The run opened its case (its first command is the policy read), not continued one."""
+    started = history.events[0].workflow_execution_started_event_attributes
+    return not started.continued_execution_run_id
+
+
 def case_histories() -> list[Path]:
-    """The three longest case histories: a timeline, a tier loop, a release, as captured."""
-    cases = [p for p in FILES if workflow_type(load(p)) == "SupportCase"]
+    """The three longest histories of runs that opened their case, as captured."""
+    cases = [p for p in FILES if workflow_type(load(p)) == "SupportCase" and opened(load(p))]
     return sorted(cases, key=lambda p: -len(load(p).events))
 
 
@@ -153,3 +143,78 @@ async def test_a_non_deterministic_change_fails_the_replay(path: Path) -> None:
 @pytest.mark.parametrize("path", case_histories()[:3], ids=lambda p: p.stem)
 async def test_the_same_change_behind_a_patch_replays(path: Path) -> None:
     await replayer(SupportCasePatched, Release).replay_workflow(load(path))
+
+
+# ---- a change on its way in: patch, deprecate, remove (README "Changing the workflow") -----
+
+
+async def run_a_case(env: Any, settings: Any, store: Any, edition: type, number: str) -> Any:
+    """A case opened and moved on a worker running ``edition``: its history so far."""
+    async with build_worker(env.client, settings, store, workflows=[edition, Release]):
+        case = Case(env, settings.task_queue, number)
+        await case.open()
+        await case.to("Tier 1 Analysis", TIER1)
+        history = await case.handle.fetch_history()
+        await case.handle.terminate("the history is what the test needs")
+    return WorkflowHistory(case.handle.id, history.events)
+
+
+async def replays(edition: type, history: WorkflowHistory) -> bool:
+    result = await replayer(edition, Release).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    return result.replay_failure is None
+
+
+async def still_open(env: Any, task_queue: str, before: datetime) -> int:
+    """What tells that a deploy's time has come: open cases whose run started before the last
+    one (the README's query; visibility lags by milliseconds, so it is read until it settles)."""
+    query = (
+        f'WorkflowType = "SupportCase" AND ExecutionStatus = "Running" '
+        f'AND TaskQueue = "{task_queue}" AND StartTime < "{before.isoformat()}"'
+    )
+    return (await env.client.count_workflows(query)).count
+
+
+async def test_a_change_goes_in_by_patch_then_deprecation_then_removal(
+    env: Any, worker_settings: Any, store: Any, unique: Any
+) -> None:
+    today = await run_a_case(env, worker_settings, store, SupportCase, unique("today"))
+    assert not await replays(SupportCaseWithAnExtraTimer, today), "unpatched, it breaks"
+
+    # Deploy 1, the patch: today's runs replay, new runs record the marker.
+    assert await replays(SupportCasePatched, today)
+    patched = await run_a_case(env, worker_settings, store, SupportCasePatched, unique("p"))
+    assert patches(patched) == {PATCH}
+    assert await replays(SupportCasePatched, patched)
+
+    # Deploy 2, the deprecation: only once no run of today's shape is open.
+    assert not await replays(SupportCaseDeprecated, today)
+    assert await replays(SupportCaseDeprecated, patched)
+    deprecated = await run_a_case(env, worker_settings, store, SupportCaseDeprecated, unique("d"))
+    assert await replays(SupportCaseDeprecated, deprecated)
+
+    # Deploy 3, the removal: only once no run from before deploy 2 is open.
+    assert not await replays(SupportCaseChanged, patched)
+    assert await replays(SupportCaseChanged, deprecated)
+    assert await replays(
+        SupportCaseChanged,
+        await run_a_case(env, worker_settings, store, SupportCaseChanged, unique("c")),
+    )
+
+
+async def test_the_query_that_says_a_deploy_s_time_has_come(
+    env: Any, worker_settings: Any, store: Any, unique: Any
+) -> None:
+    async with build_worker(env.client, worker_settings, store):
+        case = Case(env, worker_settings.task_queue, unique("old"))
+        await case.open()
+        deployed = datetime.now(UTC) + timedelta(seconds=1)
+
+        async def counted(expected: int) -> None:
+            while await still_open(env, worker_settings.task_queue, deployed) != expected:
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(counted(1), 10)  # a run from before the deploy: not yet
+        await case.handle.terminate("closed, say")
+        await asyncio.wait_for(counted(0), 10)  # none left: the next step may go out

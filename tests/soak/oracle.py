@@ -25,7 +25,6 @@ from activities.mailer import message_id
 from workflows import bounds, lifecycle
 from workflows.case import EVENTS
 from workflows.contract import (
-    ActivityName,
     CaseInput,
     Notify,
     Persist,
@@ -37,7 +36,9 @@ from workflows.contract import (
 from workflows.payloads import Malformed, decode_object
 
 E = EventType
-LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the only local activity: the policy settings
+# The case's local activities: an opening run's first reads the policy settings, its second is
+# the opening's record, which claims the number (the run loop starts once it answered).
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 # Failures the server records on its own (tests/reliability/harness.py, failed_workflow_tasks).
 SERVER_CLOSED = (
     WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND,
@@ -114,7 +115,7 @@ def replay(
         first_activation = True
         pending: list[_Job] = []
         started_at: datetime | None = None
-        activity_types: dict[int, str] = {}
+        local_activities = 0
         if index > 0 and state is not None:
             state = bounds.fit_state(state)
         for position, event in enumerate(events):
@@ -130,13 +131,6 @@ def replay(
                 pending.append(_Job(event.event_id, attrs_s.signal_name, raw))
             elif kind == E.EVENT_TYPE_TIMER_FIRED:
                 pending.append(_Job(event.event_id, "", timer=True))
-            elif kind == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-                attrs_a = event.activity_task_scheduled_event_attributes
-                activity_types[event.event_id] = attrs_a.activity_type.name
-            elif kind == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-                scheduled = event.activity_task_completed_event_attributes.scheduled_event_id
-                if activity_types.get(scheduled) == ActivityName.CLAIM_CASE:
-                    pending.append(_Job(event.event_id, "", claim=True))
             elif kind == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
                 started_at = _when(event)
             elif kind == E.EVENT_TYPE_WORKFLOW_TASK_FAILED:
@@ -148,14 +142,18 @@ def replay(
                 assert started_at is not None
                 now = started_at
                 # What this activation did is written right after its completion: the updates it
-                # accepted, and the policy settings' local activity once it resolved.
+                # accepted, and the local activities that resolved in it.
                 settings_read = False
                 for later in events[position + 1 :]:
                     if later.event_type == E.EVENT_TYPE_WORKFLOW_TASK_STARTED:
                         break
                     if later.event_type == E.EVENT_TYPE_MARKER_RECORDED:
                         name = later.marker_recorded_event_attributes.marker_name
-                        settings_read = settings_read or name == LOCAL_ACTIVITY_MARKER
+                        if name == LOCAL_ACTIVITY_MARKER and index == 0:
+                            local_activities += 1
+                            settings_read = settings_read or local_activities == 1
+                            if local_activities == 2:
+                                pending.append(_Job(later.event_id, "", claim=True))
                     if later.event_type == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
                         attrs_u = later.workflow_execution_update_accepted_event_attributes
                         request = attrs_u.accepted_request.input

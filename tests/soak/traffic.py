@@ -212,7 +212,7 @@ def _legal(
 ) -> BaseModel | None:
     eid = _maybe_id(rng, event_id)
     moves: list[BaseModel] = []
-    for rule in lifecycle.rules_from(state.status, lifecycle.Via.TRANSITION, state.edition):
+    for rule in lifecycle.rules_from(state.status, lifecycle.Via.TRANSITION):
         for target in sorted(rule.targets):
             for role in sorted(rule.roles):
                 event = _transition(rng, target, ACTORS[str(role)], eid, ships)

@@ -14,7 +14,6 @@ from workflows.lifecycle.deadlines import ON_TIME, describe, next_deadline, pend
 from workflows.lifecycle.record import case_record
 from workflows.lifecycle.reducer import decide, open_case, resolve_policy
 from workflows.lifecycle.state import (
-    EDITION,
     HISTORY_TAIL,
     POLICY_CHANGES_TAIL,
     RECENT_TAIL,
@@ -46,7 +45,6 @@ from workflows.lifecycle.table import (
 from workflows.lifecycle.views import describe_rejection, details_markdown, snapshot, timeline
 
 __all__ = [
-    "EDITION",
     "HANDOFF_REASONS",
     "HISTORY_TAIL",
     "ON_TIME",

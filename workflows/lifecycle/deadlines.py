@@ -55,9 +55,9 @@ def next_deadline(state: CaseState) -> Deadline | None:
 
 
 def _next_review_number(state: CaseState) -> int:
-    """Which review (counted from entry) comes next. Edition 2 counts from the last one that
-    acted under today's period, so every review already due acts as one."""
-    if state.edition < 2 or state.last_review_at is None:
+    """Which review (counted from entry) comes next: counted from the last one that acted under
+    today's period, so every review already due acts as one."""
+    if state.last_review_at is None:
         return state.reviews_done + 1
     return state.policy.work_plan_review.times_within(state.status_since, state.last_review_at) + 1
 

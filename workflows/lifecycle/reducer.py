@@ -38,7 +38,6 @@ from workflows.contract import (
 from workflows.lifecycle.deadlines import ON_TIME, a_late_move, describe, next_deadline
 from workflows.lifecycle.record import case_record
 from workflows.lifecycle.state import (
-    EDITION,
     HISTORY_TAIL,
     POLICY_CHANGES_TAIL,
     RECENT_TAIL,
@@ -71,7 +70,6 @@ _ENTRY_MESSAGES = {
 def open_case(
     case: CaseInput,
     now: datetime,
-    edition: int = EDITION,
     *,
     senders: trust.TrustedSenders | None = None,
     opened_by_run: str | None = None,
@@ -85,7 +83,7 @@ def open_case(
         )
     _check_institution(case, case.opened_by)
     note = "case opened"
-    if edition >= 2 and case.policy is not None and case.opened_by.role is Role.CUSTOMER:
+    if case.policy is not None and case.opened_by.role is Role.CUSTOMER:
         # Deadlines are the organisation's promise: a customer opens with the defaults.
         case = case.model_copy(update={"policy": None})
         note = "case opened (a customer's deadline policy is not used: the defaults apply)"
@@ -96,7 +94,6 @@ def open_case(
         status=Status.NEW,
         status_since=now,
         opened_at=now,
-        edition=edition,
         opened_by_run=opened_by_run,
     )
     effects: list[Effect] = []
@@ -297,7 +294,7 @@ def _on_reply(state: CaseState, reply: CustomerReply, now: datetime, effects: li
             "wrong_role", f"customer_reply comes from the customer, not {reply.actor.role}"
         )
     state.comments += 1
-    if rules_from(state.status, Via.CUSTOMER_REPLY, state.edition):
+    if rules_from(state.status, Via.CUSTOMER_REPLY):
         _enter(state, Status.WAITING_FOR_PROCESS, reply.actor, excerpt(reply.text), now, effects)
     else:
         # No reply transition here: the reply is kept as a comment and the owner tier told.
@@ -329,8 +326,8 @@ def _on_deadline(
     current = next_deadline(state)
     if current is None or current != deadline or now < deadline.at:
         raise Rejection("not_due", f"{deadline.action} is not due in {state.status}")
-    late = state.edition >= 2 and now - deadline.at > ON_TIME
-    overtaken = state.edition >= 2 and deadline.to is None and a_late_move(state, now)
+    late = now - deadline.at > ON_TIME
+    overtaken = deadline.to is None and a_late_move(state, now)
     # On time, a deadline acts at its own instant, so the chain keeps the guide's instants; late
     # (no worker ran), the next stay counts from now and is never shortened by the outage.
     now = now if late else deadline.at
@@ -352,9 +349,7 @@ def _on_deadline(
         case DeadlineKind.WORK_PLAN_REVIEW:
             _review_done(state, now)
             _step(state, now, f"work-plan reassessment #{state.reviews_done}")
-            teams: list[Recipient] = ["support"]
-            if state.edition >= 2:
-                teams.append("development")  # "reassessed by Support and Development"
+            teams: list[Recipient] = ["support", "development"]  # "by Support and Development"
             for team in teams:
                 effects.append(
                     _notify(
@@ -373,19 +368,15 @@ def _move_by_timer(
 ) -> None:
     assert deadline.to is not None
     rows = [
-        rule
-        for rule in rules_from(state.status, Via.DEADLINE, state.edition)
-        if rule.deadline is deadline.action
+        rule for rule in rules_from(state.status, Via.DEADLINE) if rule.deadline is deadline.action
     ]
     assert rows and deadline.to in rows[0].targets, f"no timer row for {deadline.action}"
-    due = deadline.at if state.edition >= 2 else None
-    _enter(state, deadline.to, SYSTEM, f"deadline {deadline.action}", now, effects, due)
+    _enter(state, deadline.to, SYSTEM, f"deadline {deadline.action}", now, effects, deadline.at)
 
 
 def _review_done(state: CaseState, now: datetime) -> None:
     state.reviews_done += 1
-    if state.edition >= 2:
-        state.last_review_at = now
+    state.last_review_at = now
 
 
 # ---- entering a status -----------------------------------------------------------------------
@@ -407,7 +398,7 @@ def _enter(
         state.owner_tier = 2
     elif dst is Status.TIER2_CLOSED:
         state.owner_tier = 1
-    elif state.edition >= 2 and src is Status.DEVELOPMENT and dst is Status.TIER2_ANALYSIS:
+    elif src is Status.DEVELOPMENT and dst is Status.TIER2_ANALYSIS:
         state.owner_tier = 2  # not a defect: back to Tier 2, which now owns the analysis
     if dst is Status.CLOSED:
         state.closed_at = now
@@ -498,6 +489,7 @@ def _notify(
     suffix = f":{recipient}" if recipient == "development" else ""
     return Notify(
         key=_key(state, f"notify:{template}{suffix}"),
+        seq=state.seq,
         template=template,
         recipient=recipient,
         contact_email=state.case.contact_email,

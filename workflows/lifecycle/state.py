@@ -37,12 +37,6 @@ POLICY_CHANGES_TAIL = 10
 UNDELIVERED_TAIL = 10
 UNDELIVERED_REASON_BYTES = 300
 
-# The edition of the rules a case runs under. Edition 2 is the guide read again (who sets
-# Pending Work Plan and Pending Release, testing only after the ship, the owner tier after
-# Development, late deadlines, the development notice); a case started under edition 1 keeps it
-# until its next run, so its recorded history replays unchanged.
-EDITION = 2
-
 
 class Rejection(Exception):
     """An event the table refuses; ``reason`` is a short code (metric label), ``message`` says
@@ -74,11 +68,10 @@ class CaseState(BaseModel):
     release_shipped_at: Instant | None = None
     reminder_sent: bool = False
     reviews_done: int = 0
-    # Edition 2: when the stay's last review acted; the next is the first review instant after
-    # it under the current period (a changed period or an outage never piles reviews up).
+    # When the stay's last review acted; the next is the first review instant after it under
+    # the current period (a changed period or an outage never piles reviews up).
     last_review_at: Instant | None = None
     comments: int = 0
-    edition: int = 1  # carried states from before editions run edition 1
     # The shortest span a policy applied to this case may have (the worker's setting at open).
     shortest_span: SpanField = Field(default=SHORTEST_SPAN, validate_default=True)
     policy_changes: list[PolicyChange] = Field(default_factory=list)

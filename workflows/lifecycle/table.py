@@ -17,7 +17,7 @@ from workflows.contract import (
     Status,
     TransitionRequest,
 )
-from workflows.lifecycle.state import EDITION, CaseState, Rejection
+from workflows.lifecycle.state import CaseState, Rejection
 
 
 class Via(StrEnum):
@@ -151,26 +151,12 @@ class Rule:
     guard: Guard | None = None
     deadline: DeadlineKind | None = None
     who: str = ""  # who may, in words, where the roles alone do not say it
-    editions: frozenset[int] = frozenset({1, EDITION})  # the rule editions that have this row
-
-    def in_edition(self, edition: int) -> bool:
-        return edition in self.editions
 
 
 def _rule(
-    sources: Iterable[Status],
-    targets: Iterable[Status],
-    roles: Iterable[Role],
-    editions: Iterable[int] = (1, EDITION),
-    **fields: Any,
+    sources: Iterable[Status], targets: Iterable[Status], roles: Iterable[Role], **fields: Any
 ) -> Rule:
-    return Rule(
-        frozenset(sources),
-        frozenset(targets),
-        frozenset(roles),
-        editions=frozenset(editions),
-        **fields,
-    )
+    return Rule(frozenset(sources), frozenset(targets), frozenset(roles), **fields)
 
 
 def _timer(source: Status, target: Status, kind: DeadlineKind) -> Rule:
@@ -229,15 +215,6 @@ TABLE: tuple[Rule, ...] = (
         [Role.DEVELOPMENT],
         note="Development decides; normal or low priority, one institution",
         guard=_work_plan_eligible,
-        editions=[EDITION],
-    ),
-    _rule(
-        [Status.TIER2_ANALYSIS, Status.DEVELOPMENT],
-        [Status.PENDING_WORK_PLAN],
-        [Role.TIER2, Role.DEVELOPMENT],
-        note="normal or low priority, one institution",
-        guard=_work_plan_eligible,
-        editions=[1],
     ),
     _rule(
         [Status.TIER2_ANALYSIS, Status.PENDING_WORK_PLAN, Status.PRODUCT_MANAGER_REVIEW],
@@ -251,15 +228,6 @@ TABLE: tuple[Rule, ...] = (
         note="the Support analyst that owns the case; needs release_id",
         who="the Support analyst that owns the case (tier2 when the owner tier is 2, else tier1)",
         guard=_owner_analyst_sets_release,
-        editions=[EDITION],
-    ),
-    _rule(
-        [Status.DEVELOPMENT],
-        [Status.PENDING_RELEASE],
-        [Role.DEVELOPMENT],
-        note="needs release_id",
-        guard=_needs_release,
-        editions=[1],
     ),
     _rule(
         [Status.DEVELOPMENT],
@@ -273,14 +241,6 @@ TABLE: tuple[Rule, ...] = (
         [Role.CUSTOMER],
         note="the customer is not ready to close; only once the release shipped",
         guard=_release_shipped,
-        editions=[EDITION],
-    ),
-    _rule(
-        [Status.PENDING_RELEASE],
-        [Status.PENDING_CUSTOMER_TESTING],
-        [Role.CUSTOMER],
-        note="the customer is not ready to close",
-        editions=[1],
     ),
     _rule(
         [Status.CLOSING],
@@ -330,17 +290,13 @@ TABLE: tuple[Rule, ...] = (
 )
 
 
-def rules(edition: int = EDITION) -> list[Rule]:
-    """The table as a case of this edition reads it (the diagram and the CLI read the latest)."""
-    return [rule for rule in TABLE if rule.in_edition(edition)]
+def rules() -> list[Rule]:
+    """The table's rows (the workflow, the diagram and the CLI all read these)."""
+    return list(TABLE)
 
 
-def rules_from(status: Status, via: Via | None = None, edition: int = EDITION) -> list[Rule]:
-    return [
-        rule
-        for rule in rules(edition)
-        if status in rule.sources and (via is None or rule.via is via)
-    ]
+def rules_from(status: Status, via: Via | None = None) -> list[Rule]:
+    return [rule for rule in TABLE if status in rule.sources and (via is None or rule.via is via)]
 
 
 def targets(via: Via = Via.TRANSITION) -> list[Status]:
@@ -361,16 +317,16 @@ _HOW = {
 def check_move(
     state: CaseState, dst: Status, actor: Actor, via: Via, req: TransitionRequest | None
 ) -> None:
-    """Raise ``Rejection`` unless a row of the case's edition lets ``actor`` make this move by
+    """Raise ``Rejection`` unless a row of the table lets ``actor`` make this move by
     ``via``: the first reason it fails on (no row, wrong event, wrong role, every guard)."""
     src = state.status
     asked = f"{src} -> {dst}"
-    rows = [rule for rule in rules(state.edition) if src in rule.sources and dst in rule.targets]
+    rows = [rule for rule in TABLE if src in rule.sources and dst in rule.targets]
     if not rows:
         allowed = sorted(
             {
                 target
-                for rule in rules_from(src, edition=state.edition)
+                for rule in rules_from(src)
                 if rule.via is not Via.DEADLINE
                 for target in rule.targets
             }
