@@ -227,9 +227,15 @@ class MailRelay:
         except Exception as err:
             delay = retry_delay(entry.attempts + 1)
             retry_at = datetime.now(UTC) + delay
-            await self.store.outbox_failed(entry.key, f"{type(err).__name__}: {err}", retry_at)
+            # Logged at the failure's instant, before the write: the line times the back-off.
+            bound.warning(
+                "notify.failed",
+                to=entry.recipient,
+                error=str(err),
+                retry_in_s=delay.total_seconds(),
+            )
             count(self._meter, "failed", entry.template)
-            bound.warning("notify.failed", to=entry.recipient, error=str(err), retry_in_s=delay)
+            await self.store.outbox_failed(entry.key, f"{type(err).__name__}: {err}", retry_at)
             return
         await self._record_sent(entry.key, datetime.now(UTC), bound)
         count(self._meter, "sent", entry.template)

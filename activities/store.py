@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    and_,
     func,
     or_,
     select,
@@ -257,16 +258,40 @@ class CaseStore:
         upsert = upsert.on_conflict_do_update(
             index_elements=[cases.c.case_number],
             set_={name: upsert.excluded[name] for name in row if name != "case_number"},
-            # ">=" keeps a retry of the same write harmless; a stale write changes nothing.
-            where=cases.c.seq <= upsert.excluded.seq,
+            # A retry of the same write is harmless; a stale write changes nothing; the same step
+            # redone later (see below) wins.
+            where=or_(
+                cases.c.seq < upsert.excluded.seq,
+                and_(
+                    cases.c.seq == upsert.excluded.seq,
+                    cases.c.status_since <= upsert.excluded.status_since,
+                ),
+            ),
         )
         await conn.execute(upsert)
+        # A step's row is written again by a retry (the same row) or by the workflow task that
+        # redid the step after its worker died mid-task, at a later instant: the later wins, so
+        # the store ends with what the case's history holds.
         if persist.history is not None:
-            add = self._insert(case_history).values(_history_row(persist.history))
-            await conn.execute(add.on_conflict_do_nothing())
+            history = _history_row(persist.history)
+            add = self._insert(case_history).values(history)
+            await conn.execute(
+                add.on_conflict_do_update(
+                    index_elements=[case_history.c.case_number, case_history.c.seq],
+                    set_={k: add.excluded[k] for k in history if k not in ("case_number", "seq")},
+                    where=case_history.c.at <= add.excluded.at,
+                )
+            )
         if persist.policy_change is not None:
-            change = self._insert(policy_changes).values(_policy_row(persist.policy_change))
-            await conn.execute(change.on_conflict_do_nothing())
+            policy = _policy_row(persist.policy_change)
+            change = self._insert(policy_changes).values(policy)
+            await conn.execute(
+                change.on_conflict_do_update(
+                    index_elements=[policy_changes.c.case_number, policy_changes.c.seq],
+                    set_={k: change.excluded[k] for k in policy if k not in ("case_number", "seq")},
+                    where=policy_changes.c.at <= change.excluded.at,
+                )
+            )
 
     async def record(
         self,

@@ -187,12 +187,27 @@ async def test_a_retried_write_changes_nothing_and_adds_one_history_row(store: C
     persist = write(number, 1, note="first attempt")
     for _ in range(3):
         await store.save_case(persist)
-    # Even a retry whose history differs (it cannot, but say it did) keeps the first row.
-    await store.save_case(write(number, 1, note="a later attempt"))
 
     history = await store.history(number)
     assert [(h.seq, h.note) for h in history] == [(1, "first attempt")]
     assert (await store.get_case(number)) == persist.case
+
+
+async def test_a_step_redone_later_replaces_its_row_and_an_earlier_one_never_does(
+    store: CaseStore,
+) -> None:
+    """A worker died in the workflow task after its record was written; the task ran again on
+    another worker, later: the case's history holds the redone step, and so does the store."""
+    number = case_number()
+    first = write(number, 1, note="the dead worker's attempt")
+    redone = write(number, 1, at=first.case.status_since + timedelta(seconds=10), note="redone")
+    await store.save_case(first)
+    await store.save_case(redone)
+    await store.save_case(first)  # a stale write arriving late changes nothing
+
+    [row] = await store.history(number)
+    assert (row.note, row.at) == ("redone", redone.history.at)  # type: ignore[union-attr]
+    assert (await store.get_case(number)) == redone.case
 
 
 async def test_an_older_write_never_overwrites_a_newer_one(store: CaseStore) -> None:

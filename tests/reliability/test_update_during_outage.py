@@ -55,6 +55,7 @@ async def test_a_reply_during_an_outage_after_an_email_replays(
     async with build_worker(env.client, worker_settings, store):
         await reply
         await wait_until(settled, 30, what)
+        snapshot = await case.snapshot()
 
     history = await case.handle.fetch_history()
     kinds = kinds_of(history)
@@ -67,5 +68,4 @@ async def test_a_reply_during_an_outage_after_an_email_replays(
     assert kinds.index("EVENT_TYPE_TIMER_FIRED") < last_accepted
     await replayer(SupportCase, Release).replay_workflow(history)
     assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in kinds  # records are local activities
-    snapshot = await case.snapshot()
     assert snapshot.status == "Waiting for Process"

@@ -1,4 +1,4 @@
-"""Workers die: ``kill -9`` in the middle of hundreds of cases, some in activities and some on
+"""Workers die: ``kill -9`` in the middle of hundreds of cases, some mid-send and some on
 timers. After a restart (or with a second worker on the queue) every case reaches the status the
 pure core says it must, every email arrives exactly once, every history row is there once, no
 case is stuck, and every deadline acts at its own instant even when it fell due while no worker
@@ -39,7 +39,7 @@ from workflows.contract import DeadlinePolicy
 # is up. The reminder comes before the closing, as the policy requires.
 POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
 WITH_TIMERS = {"Pending Customer Response", "Closing"}
-BOTH_AT_THE_KILL = 5  # cases seen in activities, and on timers, just before the kill
+BOTH_AT_THE_KILL = 5  # cases seen mid-send, and on timers, just before the kill
 # Sends and timers of the others last a second or a few: a fast worker, or a poll slowed by a
 # busy machine, can pass every moment when enough of both are seen. So that many cases are made
 # certain to be in both, whatever the machine's speed: their mail server stalls until the kill,
@@ -94,11 +94,23 @@ async def finish(
     return await check_deadline_instants(store, plans)
 
 
+async def mid_send(store: CaseStore, plans: list[Plan]) -> int:
+    """Cases with a message handed to the mail server and not yet marked sent."""
+    numbers = {p.number for p in plans}
+    pending = await store.outbox(pending_only=True)
+    return len({e.case_number for e in pending if e.handed_at and e.case_number in numbers})
+
+
 async def kill_when_busy(
-    client: Client, worker: WorkerProcess, inbox: Any, plans: list[Plan], fraction: float
+    client: Client,
+    worker: WorkerProcess,
+    inbox: Any,
+    store: CaseStore,
+    plans: list[Plan],
+    fraction: float,
 ) -> tuple[int, int]:
-    """Kill -9 once ``fraction`` of the emails arrived and the cases are seen both in activities
-    and on timers (``kill_plans`` makes sure some are), then let the stalled sends go; how many
+    """Kill -9 once ``fraction`` of the emails arrived and the cases are seen both mid-send and
+    on timers (``kill_plans`` makes sure some are), then let the stalled sends go; how many
     cases were in each at the kill. Under load the first emails are all openings, so an email
     count alone may catch no case on a timer yet (or every timer done)."""
     wanted = sum(len(expect(p).message_ids) for p in plans)
@@ -111,7 +123,7 @@ async def kill_when_busy(
             return False
         described = await describe_all(client, ids)
         seen = (
-            sum(d.pending_activities > 0 for d in described),
+            await mid_send(store, plans),
             sum(d.case_status in WITH_TIMERS for d in described),
         )
         # A margin: a case seen in either an instant before the kill is still there at it.
@@ -120,18 +132,18 @@ async def kill_when_busy(
     async def progress() -> str:
         return (
             f"{len(inbox.messages)}/{wanted} emails before the kill, "
-            f"{seen[0]} cases in activities and {seen[1]} on timers\n{worker.tail()}"
+            f"{seen[0]} cases mid-send and {seen[1]} on timers\n{worker.tail()}"
         )
 
     await wait_until(busy, 120, progress)
     worker.kill()
+    in_send = await mid_send(store, plans)
     inbox.release()
     at_kill = await describe_all(client, ids)
-    in_activities = sum(d.pending_activities > 0 for d in at_kill)
     on_timers = sum(d.case_status in WITH_TIMERS for d in at_kill)
-    assert in_activities > 0, "the kill should catch cases in activities"
+    assert in_send > 0, "the kill should catch cases mid-send"
     assert on_timers > 0, "the kill should catch cases waiting on timers"
-    return in_activities, on_timers
+    return in_send, on_timers
 
 
 async def test_worker_kill_9_with_200_cases_mid_lifecycle(
@@ -148,20 +160,20 @@ async def test_worker_kill_9_with_200_cases_mid_lifecycle(
     plans = kill_plans(unique("K"), 200, inbox)
     first = spawn_worker(settings, "first")
     await first.ready()
-    await open_and_drive(env.client, task_queue, plans)
-    in_activities, on_timers = await kill_when_busy(env.client, first, inbox, plans, 0.3)
-
-    await asyncio.sleep(3)  # nobody works: timers fall due with no worker up
-    started = time.monotonic()
-    second = spawn_worker(settings, "restarted")
-    await second.ready()
     store = CaseStore(url)
     try:
+        await open_and_drive(env.client, task_queue, plans)
+        in_send, on_timers = await kill_when_busy(env.client, first, inbox, store, plans, 0.3)
+
+        await asyncio.sleep(3)  # nobody works: timers fall due with no worker up
+        started = time.monotonic()
+        second = spawn_worker(settings, "restarted")
+        await second.ready()
         timers = await finish(env.client, inbox, store, plans, tally)
     finally:
         await store.dispose()
     tally.notes = (
-        f"{describe_plans(plans)}; at the kill: {in_activities} in activities, "
+        f"{describe_plans(plans)}; at the kill: {in_send} mid-send, "
         f"{on_timers} on timers; recovered {time.monotonic() - started:.0f} s after restart; "
         f"{timers} timer transitions at their instants; {tally.in_doubt} sends cut by the "
         "kill resent in doubt"
@@ -182,14 +194,14 @@ async def test_two_workers_one_killed_the_other_finishes(
     plans = kill_plans(unique("P"), 100, inbox)
     doomed, survivor = spawn_worker(settings, "doomed"), spawn_worker(settings, "survivor")
     await asyncio.gather(doomed.ready(), survivor.ready())
-    await open_and_drive(env.client, task_queue, plans)
-    in_activities, on_timers = await kill_when_busy(env.client, doomed, inbox, plans, 0.3)
-    sent_by_doomed = sum(1 for line in doomed.lines() if line.get("event") == "notify.sent")
-    assert sent_by_doomed > 0, "both workers should have taken work before the kill"
-
-    started = time.monotonic()
     store = CaseStore(url)
     try:
+        await open_and_drive(env.client, task_queue, plans)
+        in_send, on_timers = await kill_when_busy(env.client, doomed, inbox, store, plans, 0.3)
+        sent_by_doomed = sum(1 for line in doomed.lines() if line.get("event") == "notify.sent")
+        assert sent_by_doomed > 0, "both workers should have taken work before the kill"
+
+        started = time.monotonic()
         timers = await finish(env.client, inbox, store, plans, tally)
     finally:
         await store.dispose()
@@ -197,7 +209,7 @@ async def test_two_workers_one_killed_the_other_finishes(
     assert survivor.running()
     tally.notes = (
         f"{describe_plans(plans)}; emails sent by the killed worker {sent_by_doomed}, "
-        f"by the survivor {sent_by_survivor}; at the kill: {in_activities} in activities, "
+        f"by the survivor {sent_by_survivor}; at the kill: {in_send} mid-send, "
         f"{on_timers} on timers; finished {time.monotonic() - started:.0f} s after the kill; "
         f"{timers} timer transitions at their instants; {tally.in_doubt} sends cut by the "
         "kill resent in doubt"
