@@ -23,7 +23,7 @@ from runtime import signing
 from runtime.connection import TemporalUnavailable, address_configured, connect
 from runtime.pollers import pollers, worker_polls
 from settings import Settings
-from starter import keys_cli, policy_cli, release_cli, report_cli
+from starter import import_cli, keys_cli, policy_cli, release_cli, report_cli
 from starter.client import CaseClient, CaseRow, case_query
 from starter.demo import DEMO_POLICY, open_demo, watch_demo
 from starter.output import BadInput, Code, emit_json, err, fail, handled, out, safe
@@ -605,6 +605,7 @@ def db_upgrade() -> None:
 # The case store's reports (starter/report_cli.py), after the case commands in --help.
 app.command("report")(report_cli.report)
 app.command("history")(report_cli.history)
+app.command("import")(import_cli.import_cases)
 
 
 def main() -> None:

@@ -254,6 +254,49 @@ class CaseClient:
         except WorkflowAlreadyStartedError:
             raise CaseRejected(await self._exists(case.case_number), "duplicate") from None
 
+    async def import_case(self, case: CaseInput) -> WorkflowHandle | None:
+        """Start a case moved in from another help desk (``case.imported``); None when a case of
+        this number was already imported with this input (a re-run), ``CaseRejected`` when the
+        core refuses it or the number is another case's."""
+        case = self.signed(case_workflow_id(case.case_number), case)
+        try:
+            state = lifecycle.import_case(case, datetime.now().astimezone()).state
+        except lifecycle.Rejection as rejection:
+            raise CaseRejected(rejection.message, rejection.reason) from None
+        values = search.case_values(
+            lifecycle.case_record(state),
+            (due.at if (due := lifecycle.next_deadline(state)) else None),
+        )
+        try:
+            return await self._start_case(case, values)
+        except WorkflowAlreadyStartedError:
+            if await self.opened_with(case):
+                return None
+            raise CaseRejected(
+                f"case {case.case_number} exists with other data; not imported again", "exists"
+            ) from None
+
+    async def opened_with(self, case: CaseInput) -> bool:
+        """Whether case ``case.case_number`` was opened with this start input (its proof aside)."""
+        handle = self.client.get_workflow_handle(case_workflow_id(case.case_number))
+        async for event in handle.fetch_history_events():
+            first = event.workflow_execution_started_event_attributes.first_execution_run_id
+            break
+        else:
+            return False
+        if first and first != (await handle.describe()).run_id:
+            handle = self.client.get_workflow_handle(handle.id, run_id=first)
+        async for event in handle.fetch_history_events():
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            [data] = await self.client.data_converter.decode(list(payloads), [dict])
+            try:
+                started = CaseInput.model_validate(data)
+            except ValueError:
+                return False
+            exclude = {"proof"}
+            return started.model_dump(exclude=exclude) == case.model_dump(exclude=exclude)
+        return False
+
     async def _exists(self, case_number: str) -> str:
         """Why a case number cannot be opened again: it names one case for all time."""
         try:

@@ -123,7 +123,9 @@ class SupportCase:
                 case = CaseInput.model_validate(data)
                 self._start_error = integrity.new_case_problem(info.workflow_id, case.case_number)
                 opener = info.first_execution_run_id or info.run_id
-                decision = lifecycle.open_case(
+                # A case moved in from another help desk opens in its status (README "Moving in").
+                opening = lifecycle.import_case if case.imported else lifecycle.open_case
+                decision = opening(
                     case, workflow.now(), senders=self._senders, opened_by_run=opener
                 )
                 self._opened_now = True
@@ -175,8 +177,9 @@ class SupportCase:
             summary="read the organisation's deadline policy",
         )
         try:
-            # At the opening instant: the task that hears the result may be a later one.
-            opened = self._state.opened_at
+            # At the opening instant: the task that hears the result may be a later one (a case
+            # moved in opened long ago, elsewhere: here, at its import).
+            opened = self._state.imported_at or self._state.opened_at
             self._commit(lifecycle.resolve_policy(self._state, settings, opened))
         except Exception as err:
             message = err.message if isinstance(err, Rejection) else repr(err)
@@ -256,7 +259,8 @@ class SupportCase:
             self._parked = due
             self._reject(f"deadline {due.action}", rejection.reason, rejection.message)
             return
-        metrics.lateness(due.action, lateness)
+        if self._state.imported_at is None or due.at >= self._state.imported_at:
+            metrics.lateness(due.action, lateness)  # not what the clock of a moved-in case owed
         workflow.logger.info(
             "deadline acted",
             extra={"action": str(due.action), "due": due.at.isoformat(), "lateness_s": lateness},

@@ -119,6 +119,8 @@ class Role(StrEnum):
     PRODUCT_MANAGER = "product_manager"
     KB_TEAM = "kb_team"
     SYSTEM = "system"
+    # Opens a case moved in from another help desk (``CaseInput.imported``), nothing else.
+    IMPORTER = "importer"
 
 
 class Priority(StrEnum):
@@ -250,8 +252,51 @@ class PolicyOverrides(Wire):
         }
 
 
+class ImportedHistoryEntry(Wire):
+    """A status change the other help desk recorded: kept in the case store, not replayed."""
+
+    from_status: Status | None = None
+    to_status: Status
+    at: Instant
+
+
+# Earlier status changes an imported case may bring along.
+IMPORTED_HISTORY = 200
+
+
+class ImportedCase(Wire):
+    """A case moved in from another help desk, already in ``status`` since ``status_since``:
+    every deadline counts from there, as if the case had entered the status then."""
+
+    status: Status
+    status_since: Instant
+    owner_tier: Literal[1, 2] | None = None  # default: from the status (Tier 2's are 2), else 1
+    release_id: ReleaseId | None = None  # Pending Release, Pending Customer Testing
+    release_shipped_at: Instant | None = None
+    opened_at: Instant | None = None  # default: status_since
+    history: Annotated[list[ImportedHistoryEntry], Field(max_length=IMPORTED_HISTORY)] = Field(
+        default_factory=list
+    )
+    # The other help desk's id of the ticket, say.
+    source: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _a_starting_point(self) -> ImportedCase:
+        if self.status in (Status.NEW, Status.CLOSED):
+            raise ValueError(f"an imported case is open and past New, not {self.status}")
+        if self.opened_at is not None and self.opened_at > self.status_since:
+            raise ValueError("opened_at comes after status_since")
+        if self.release_shipped_at is not None and self.release_id is None:
+            raise ValueError("release_shipped_at needs the release_id")
+        later = [h for h in self.history if h.at > self.status_since]
+        if later:
+            raise ValueError(f"a history entry ({later[0].at.isoformat()}) is after status_since")
+        return self
+
+
 class CaseInput(Wire):
-    """Start input of ``SupportCase``."""
+    """Start input of ``SupportCase``; ``imported`` for a case moved in from another help desk
+    (README "Moving in")."""
 
     case_number: CaseNumber
     institution: Name
@@ -265,6 +310,7 @@ class CaseInput(Wire):
     # Staff may override deadlines at open; the rest come from the organisation's default.
     policy: PolicyOverrides | None = None
     proof: Proof | None = None
+    imported: ImportedCase | None = None
 
 
 class CustomerReply(Wire):

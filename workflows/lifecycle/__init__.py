@@ -10,7 +10,14 @@ Layers, each importing only those above it: ``state`` (the model, events, tails)
 ``reducer`` (``decide`` and the effects), ``views`` (snapshot, details, timeline).
 """
 
-from workflows.lifecycle.deadlines import ON_TIME, describe, next_deadline, pending_deadlines
+from workflows.lifecycle.deadlines import (
+    ON_TIME,
+    describe,
+    next_deadline,
+    pending_deadlines,
+    settle_past,
+)
+from workflows.lifecycle.moving_in import import_case, imported_outcome
 from workflows.lifecycle.record import case_record
 from workflows.lifecycle.reducer import decide, open_case, resolve_policy
 from workflows.lifecycle.state import (
@@ -70,6 +77,8 @@ __all__ = [
     "describe",
     "describe_rejection",
     "details_markdown",
+    "import_case",
+    "imported_outcome",
     "is_duplicate",
     "next_deadline",
     "open_case",
@@ -79,6 +88,7 @@ __all__ = [
     "resolve_policy",
     "rules",
     "rules_from",
+    "settle_past",
     "snapshot",
     "targets",
     "timeline",

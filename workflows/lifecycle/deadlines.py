@@ -76,3 +76,17 @@ def describe(deadline: Deadline) -> str:
         DeadlineKind.PCR_REMINDER: "reminder to the customer",
         DeadlineKind.WORK_PLAN_REVIEW: "work-plan reassessment",
     }.get(deadline.action, f"→ {deadline.to}")
+
+
+def settle_past(state: CaseState, now: datetime) -> CaseState:
+    """A case moved in: the reminders and reassessments whose instants passed before ``now``
+    count as done at their instants, unsent (a customer never gets a burst of reminders for the
+    past). The moves that are due stay due: the run loop acts on them, each with its notice."""
+    state = state.model_copy()
+    while (due := next_deadline(state)) is not None and due.at <= now and due.to is None:
+        if due.action is DeadlineKind.PCR_REMINDER:
+            state.reminder_sent = True
+        else:
+            state.reviews_done += 1
+            state.last_review_at = due.at
+    return state

@@ -35,7 +35,13 @@ from workflows.contract import (
     TransitionRequest,
     case_workflow_id,
 )
-from workflows.lifecycle.deadlines import ON_TIME, a_late_move, describe, next_deadline
+from workflows.lifecycle.deadlines import (
+    ON_TIME,
+    a_late_move,
+    describe,
+    next_deadline,
+    settle_past,
+)
 from workflows.lifecycle.record import case_record
 from workflows.lifecycle.state import (
     HISTORY_TAIL,
@@ -117,6 +123,8 @@ def resolve_policy(state: CaseState, settings: PolicySettings, now: datetime) ->
         now,
         effects,
     )
+    if state.imported_at is not None:  # moved in: what its clock passed before is not sent
+        state = settle_past(state, state.imported_at)
     return Decision(state, effects)
 
 

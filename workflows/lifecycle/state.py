@@ -83,6 +83,8 @@ class CaseState(BaseModel):
     # The chain's first run, set when a run opens the case: its effect keys carry it, so runs of
     # a reused number never share a key (None in states carried from before: today's keys).
     opened_by_run: str | None = None
+    # When the case moved in from another help desk (its deadlines count from before it).
+    imported_at: Instant | None = None
 
 
 class CarriedState(BaseModel):

@@ -10,6 +10,7 @@ from typing import Any
 
 from workflows.contract import (
     Actor,
+    CaseInput,
     DeadlineKind,
     HandoffReason,
     Priority,
@@ -65,18 +66,22 @@ def _owner_analyst(state: CaseState) -> Role:
     return Role.TIER1 if state.owner_tier == 1 else Role.TIER2
 
 
+def work_plan_refusal(case: CaseInput) -> str | None:
+    """Why this case cannot wait in Pending Work Plan, or None."""
+    if case.priority not in (Priority.NORMAL, Priority.LOW):
+        return (
+            f"Pending Work Plan is only for normal or low priority (this case is {case.priority})"
+        )
+    if case.affects_multiple_institutions:
+        return "Pending Work Plan is not used when the issue affects several institutions"
+    return None
+
+
 @guard("normal/low, one institution")
 def _work_plan_eligible(
     state: CaseState, src: Status, dst: Status, actor: Actor, req: TransitionRequest | None
 ) -> str | None:
-    if state.case.priority not in (Priority.NORMAL, Priority.LOW):
-        return (
-            "Pending Work Plan is only for normal or low priority "
-            f"(this case is {state.case.priority})"
-        )
-    if state.case.affects_multiple_institutions:
-        return "Pending Work Plan is not used when the issue affects several institutions"
-    return None
+    return work_plan_refusal(state.case)
 
 
 @guard("with release_id")
