@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -85,3 +85,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.close()
+
+
+def sync_sqlite_engine(url: str | URL) -> Engine | None:
+    """A synchronous engine on the same SQLite file (same pragmas), or None for any other
+    database or an in-memory one: the store's hot path runs it in a worker thread."""
+    parsed = make_url(url)
+    if not is_sqlite(parsed) or _sqlite_file(parsed) is None:
+        return None
+    engine = create_engine(parsed.set(drivername="sqlite"), hide_parameters=True)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
