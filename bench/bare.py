@@ -13,6 +13,12 @@ instant (one activity, as the case's release-shipped email), it sleeps until tha
 two activities (the case's persist and Closing email) and arms a long timer (the case's 14 days
 in Closing).
 
+``BarePlaced`` is the scale benchmark's counterpart of a case placed in a waiting status, doing
+the same job: started with the activities of each step (the case's opening: a record and an
+email; each move: a record, and an email or a registration where the case sends one), it takes
+one signal per move but the last, which is a ``move`` update (as the case's placement ends),
+then waits; armed like ``BareDeadline``, it acts at the instant the same way.
+
 ``BareUpdate`` is the update-latency benchmark's counterpart of a case waiting for people: a
 ``move`` update runs one activity (the case's persist of the status change) and returns the
 number of moves so far; an ``event`` signal does the same without an answer (how the benchmark
@@ -30,6 +36,7 @@ from temporalio import activity, workflow
 BARE_CASE = "BareCase"
 BARE_DEADLINE = "BareDeadline"
 BARE_UPDATE = "BareUpdate"
+BARE_PLACED = "BarePlaced"
 
 # One case through the benchmark's lifecycle, step by step: (what, activities after it).
 # ``open`` is the start; ``signal`` waits for the next signal; ``timer`` sleeps ``spans[i]``.
@@ -147,3 +154,44 @@ class BareUpdate:
     @workflow.signal
     def event(self, name: str) -> None:
         self._signals.append(name)
+
+
+@workflow.defn(name=BARE_PLACED)
+class BarePlaced:
+    def __init__(self) -> None:
+        self._signals: deque[str] = deque()
+        self._updates = 0
+        self._due: datetime | None = None
+
+    @workflow.run
+    async def run(self, steps: list[int]) -> None:
+        key = workflow.info().workflow_id
+        await _effects(f"{key}:0", steps[0])
+        for step, activities in enumerate(steps[1:-1], start=1):
+            await workflow.wait_condition(lambda: bool(self._signals))
+            self._signals.popleft()
+            await _effects(f"{key}:{step}", activities)
+        await workflow.wait_condition(lambda: self._updates > 0 or self._due is not None)
+        await workflow.wait_condition(lambda: self._due is not None)
+        assert self._due is not None
+        await _effects(f"{key}:armed", 1)
+        left = (self._due - workflow.now()).total_seconds()
+        if left > 0:
+            await workflow.sleep(left)
+        await _effects(f"{key}:due", 2)
+        await workflow.sleep(timedelta(hours=1))
+
+    @workflow.signal
+    def event(self, name: str) -> None:
+        self._signals.append(name)
+
+    @workflow.update
+    async def move(self, activities: int) -> int:
+        await workflow.wait_condition(lambda: not self._signals)
+        await _effects(f"{workflow.info().workflow_id}:last", activities)
+        self._updates += 1
+        return self._updates
+
+    @workflow.signal
+    def arm(self, due: str) -> None:
+        self._due = datetime.fromisoformat(due)

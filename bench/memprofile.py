@@ -1,6 +1,7 @@
 """Where a cached case's memory goes: ``tracemalloc`` over an in-process worker.
 
-    .venv/bin/python -m bench.memprofile [--cases 300] [--kind engine|bare] [--options JSON]
+    .venv/bin/python -m bench.memprofile [--cases 300] [--kind engine|bare|bare-same-job]
+        [--options JSON]
 
 One worker in this process (``engine``: ``worker.build_worker`` with the real activities on a
 SQLite case store; ``bare``: ``bench.bare``'s ``BareDeadline``) on an in-memory dev server. A
@@ -41,7 +42,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from bench import bare
 from bench.common import banner, bounded, dev_server, table, write_results
 from bench.deadlines import wait_count
-from bench.scale import Bare, Engine, mix
+from bench.scale import Bare, BareSameJob, Engine, mix
 from bench.worker_proc import share_case_modules
 
 ROOT = str(Path(__file__).resolve().parent.parent) + "/"
@@ -135,12 +136,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if not args.sandbox:
                 options["workflow_runner"] = UnsandboxedWorkflowRunner()
             worker = Worker(
-                client, task_queue=tq, workflows=[bare.BareDeadline], activities=[], **options
+                client,
+                task_queue=tq,
+                workflows=[bare.BareDeadline, bare.BarePlaced],
+                activities=[bare.bare_effect],
+                **options,
             )
         shim = SimpleNamespace(task_queue=tq, database_url="")
         run_id = uuid.uuid4().hex[:6]
         margs = SimpleNamespace(due=0, release_closing="5min")
-        kind: Any = (Engine if args.kind == "engine" else Bare)(server, shim, run_id, margs)  # type: ignore[arg-type]
+        kinds = {"engine": Engine, "bare": Bare, "bare-same-job": BareSameJob}
+        kind: Any = kinds[args.kind](server, shim, run_id, margs)  # type: ignore[arg-type]
         statuses = mix(WARM + args.cases, 0)
         me = psutil.Process()
         async with worker:
@@ -235,7 +241,7 @@ def snapshot(trace: bool) -> tracemalloc.Snapshot | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=300)
-    parser.add_argument("--kind", choices=["engine", "bare"], default="engine")
+    parser.add_argument("--kind", choices=["engine", "bare", "bare-same-job"], default="engine")
     parser.add_argument("--options", default="{}", help="extra Worker keyword arguments (JSON)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(

@@ -31,7 +31,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bench.bare import BareCase, BareDeadline, BareUpdate, bare_effect
+from bench.bare import BareCase, BareDeadline, BarePlaced, BareUpdate, bare_effect
 from workflows.contract import (
     ActivityName,
     BacklogChunk,
@@ -116,7 +116,7 @@ async def build(kind: str, client: Client, args: argparse.Namespace) -> tuple[Wo
         worker = Worker(
             client,
             task_queue=args.task_queue,
-            workflows=[BareCase, BareDeadline, BareUpdate],
+            workflows=[BareCase, BareDeadline, BarePlaced, BareUpdate],
             activities=[bare_effect],
             **options,
         )

@@ -57,9 +57,10 @@ from workflows.effects import (
 from workflows.lifecycle import CarriedState, CaseState, Due, Rejection
 from workflows.payloads import Malformed, check_size, decode_object, excerpt, explain
 
-# Continue-as-new past this many events, well before Temporal's own limits; a quiet case never
-# gets near it.
-CASE_HISTORY_BOUND = 1_500
+# Continue-as-new past this many events, far before Temporal's own limits: a case that is not in
+# a worker's cache replays at most this much to answer (about a millisecond an event), and its
+# cached run holds at most this many commands. A quiet case never gets near it.
+CASE_HISTORY_BOUND = 400
 # How long a pending continue-as-new waits for the record in flight before carrying it over.
 DRAIN_WAIT = timedelta(minutes=10)
 
