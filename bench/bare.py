@@ -79,6 +79,18 @@ async def _effects(key: str, count: int) -> None:
     )
 
 
+async def _act_at(due: datetime) -> None:
+    """An armed deadline: one activity, then sleep until ``due``, two activities and a long
+    timer, as a case hears its release, then moves to Closing and waits 14 days."""
+    key = workflow.info().workflow_id
+    await _effects(f"{key}:armed", 1)
+    left = (due - workflow.now()).total_seconds()
+    if left > 0:
+        await workflow.sleep(left)
+    await _effects(f"{key}:due", 2)
+    await workflow.sleep(timedelta(hours=1))
+
+
 @workflow.defn(name=BARE_CASE)
 class BareCase:
     def __init__(self) -> None:
@@ -115,14 +127,8 @@ class BareDeadline:
     @workflow.run
     async def run(self) -> None:
         await workflow.wait_condition(lambda: self._due is not None)
-        key = workflow.info().workflow_id
-        await _effects(f"{key}:armed", 1)
         assert self._due is not None
-        left = (self._due - workflow.now()).total_seconds()
-        if left > 0:
-            await workflow.sleep(left)
-        await _effects(f"{key}:due", 2)
-        await workflow.sleep(timedelta(hours=1))
+        await _act_at(self._due)
 
     @workflow.signal
     def arm(self, due: str) -> None:
@@ -174,12 +180,7 @@ class BarePlaced:
         await workflow.wait_condition(lambda: self._updates > 0 or self._due is not None)
         await workflow.wait_condition(lambda: self._due is not None)
         assert self._due is not None
-        await _effects(f"{key}:armed", 1)
-        left = (self._due - workflow.now()).total_seconds()
-        if left > 0:
-            await workflow.sleep(left)
-        await _effects(f"{key}:due", 2)
-        await workflow.sleep(timedelta(hours=1))
+        await _act_at(self._due)
 
     @workflow.signal
     def event(self, name: str) -> None:

@@ -43,6 +43,7 @@ from bench.common import (
     worker_process,
     write_results,
 )
+from starter.backlog import REQUIRED
 
 DAY = timedelta(days=1)
 # The waiting statuses of a real backlog, at ages on both sides of their clocks.
@@ -58,17 +59,7 @@ MIX = (
     ("Waiting for Vendor Input", 12 * DAY),
     ("Pending Customer Testing", 40 * DAY),
 )
-COLUMNS = (
-    "case_number",
-    "institution",
-    "product",
-    "priority",
-    "title",
-    "contact_email",
-    "imported.status",
-    "imported.status_since",
-    "imported.source",
-)
+COLUMNS = (*REQUIRED, "imported.source")
 
 
 def export(path: Path, prefix: str, count: int, now: datetime) -> dict[str, int]:

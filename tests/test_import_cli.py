@@ -18,25 +18,14 @@ from typer.testing import CliRunner
 
 from activities.mailer import message_id
 from settings import Settings, policy_settings
+from starter.backlog import REQUIRED
 from starter.cli import app
 from starter.client import CaseClient
 from workflows import lifecycle
 from workflows.contract import Actor, CaseInput, ImportedCase, Notify, Role, case_workflow_id
 
 DAY = timedelta(days=1)
-COLUMNS = [
-    "case_number",
-    "institution",
-    "product",
-    "priority",
-    "title",
-    "contact_email",
-    "imported.status",
-    "imported.status_since",
-    "imported.release_id",
-    "imported.release_shipped_at",
-    "imported.source",
-]
+COLUMNS = [*REQUIRED, "imported.release_id", "imported.release_shipped_at", "imported.source"]
 # (status, age, extra columns): the waiting statuses at ages on both sides of their clocks.
 GOOD = [
     ("Pending Customer Response", 3 * DAY, {}),
