@@ -7,7 +7,8 @@ truth: validation, the CLI's help and the generated diagram all read it.
 
 Layers, each importing only those above it: ``state`` (the model, events, tails), ``table``
 (rules and guards), ``deadlines`` (the policy applied to a stay), ``record`` (the store's row),
-``reducer`` (``decide`` and the effects), ``views`` (snapshot, details, timeline).
+``reducer`` (``decide`` and the effects), ``moving_in`` (a case imported from another help desk),
+``views`` (snapshot, details, timeline).
 """
 
 from workflows.lifecycle.deadlines import (
