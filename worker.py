@@ -133,15 +133,18 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     *,
     schema_ready: bool = False,
+    **options: object,
 ) -> None:
-    """Run the worker until ``stop`` is set (then drain it), or until cancelled."""
+    """Run the worker until ``stop`` is set (then drain it), or until cancelled; ``options`` go
+    to ``build_worker``."""
     if settings.smtp_url:  # credentials only over TLS: refuse to start rather than leak them
         await Mailer(settings.smtp_url, settings.mail_from).check_tls_for_credentials()
     if not schema_ready:
         await upgrade(settings.database_url)  # a fresh database just works
     store = CaseStore(settings.database_url)
     try:
-        worker = build_worker(client, settings, store, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN)
+        options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
+        worker = build_worker(client, settings, store, **options)
         running = asyncio.create_task(worker.run())
         codec = client.data_converter.payload_codec
         log.info(

@@ -22,6 +22,7 @@ from activities.templates import render
 from settings import Settings
 from workflows.contract import (
     ActivityName,
+    DecidingTask,
     Notify,
     Persist,
     Record,
@@ -60,7 +61,9 @@ class RecordActivities:
 
     async def _record(self, request: Record) -> RecordResult:
         persists = [e for e in request.effects if isinstance(e, Persist)]
-        messages = [self._message(e) for e in request.effects if isinstance(e, Notify)]
+        messages = [
+            self._message(e, request.task) for e in request.effects if isinstance(e, Notify)
+        ]
         registers = [e for e in request.effects if isinstance(e, Register)]
         claim = None
         if request.claim is not None:
@@ -99,7 +102,7 @@ class RecordActivities:
         )
         return RecordResult(owner=owner)
 
-    def _message(self, request: Notify) -> OutboxMessage:
+    def _message(self, request: Notify, task: DecidingTask | None) -> OutboxMessage:
         # Resolved here, not in the workflow, so a changed team address needs no replay.
         to = {
             "support": self.settings.support_email,
@@ -115,4 +118,7 @@ class RecordActivities:
             body=rendered.body,
             message_id=message_id(request.key),
             seq=request.seq,
+            run_id=task.run_id if task else None,
+            task_id=task.event_id if task else None,
+            task_at=task.at if task else None,
         )

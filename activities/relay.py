@@ -11,6 +11,12 @@ sends it, so two relays never send one message at once, and the row's marks (``h
 ``sent_at``) are written around the hand-over; marking a message sent waits out a database blip,
 since a message found unsent is sent again.
 
+Only what a case kept: ``record`` runs inside the workflow task that decided the messages, and a
+task lost with its worker is decided anew by its retry, maybe otherwise. So a message waits until
+the history shows its recording task completed (``activities.tasks``), and goes if it did; if the
+task was lost, its messages are dropped (a retry that decided one again has recorded it anew, and
+that retry's task is the one awaited).
+
 One gap no sender can close: a worker killed between the SMTP server's acceptance and the record
 of it. SMTP has no way to ask "did you get this?", so the next attempt cannot know; it sends again
 rather than risk losing the message, with the same Message-ID (mail clients collapse it), and
@@ -46,6 +52,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.mailer import Mailer, Undeliverable
 from activities.releases import Sign, signed
 from activities.store import CaseStore, OutboxEntry
+from activities.tasks import task_completed
 from settings import Settings
 from workflows.contract import (
     Actor,
@@ -70,6 +77,10 @@ RETRY_FIRST = timedelta(seconds=5)
 RETRY_MOST = timedelta(minutes=10)
 # How long marking a sent message sent waits out a database that is away.
 RECORD_SENT_PATIENCE = 90.0
+# A message is looked at no sooner than this after its record: the task that recorded it
+# completes a moment after the record. Until it is found completed, looked at again after its age
+# (at most ``SWEEP``).
+CONFIRM_FIRST = timedelta(milliseconds=100)
 # Who the relay's signal names, signed with the worker's key under trusted senders.
 RELAY_ACTOR = Actor(role=Role.DEVELOPMENT, name="mail relay")
 TELL_ATTEMPTS = 3
@@ -151,8 +162,11 @@ class MailRelay:
         for entry in await self.store.outbox_heads(HEADS):
             if entry.case_number in self._busy:
                 continue
-            if entry.next_attempt_at is not None and entry.next_attempt_at > now:
-                wait = min(wait, max((entry.next_attempt_at - now).total_seconds(), 0.05))
+            due = entry.next_attempt_at
+            if entry.unconfirmed:
+                due = max(due or entry.created_at, entry.created_at + CONFIRM_FIRST)
+            if due is not None and due > now:
+                wait = min(wait, max((due - now).total_seconds(), 0.05))
                 continue
             if len(self._busy) >= self._senders:
                 break  # a send that ends wakes the relay
@@ -188,6 +202,8 @@ class MailRelay:
             entry = await self.store.outbox_entry(head.key)
             if entry is None or entry.sent_at is not None or entry.undelivered_at is not None:
                 return
+            if entry.unconfirmed and not await self._kept(entry, bound):
+                return
             renewing = asyncio.create_task(self._renew(entry.key))
             try:
                 await self._deliver(entry, bound.bind(attempt=entry.attempts + 1))
@@ -195,6 +211,44 @@ class MailRelay:
                 renewing.cancel()
         except Exception as err:  # the database away: the lease lapses and it is tried again
             bound.warning("relay.send_failed", error=f"{type(err).__name__}: {err}")
+
+    async def _kept(self, entry: OutboxEntry, bound: structlog.BoundLogger) -> bool:
+        """Whether the case kept ``entry`` (its recording task completed): then it is marked so
+        with the task's other messages. A lost task's messages are dropped; one not ended yet is
+        looked at again later."""
+        assert entry.run_id is not None and entry.task_id is not None and entry.task_at
+        if self._client is None:
+            return True  # no server to ask (the mail path on its own): what was recorded goes
+        wid = case_workflow_id(entry.case_number)
+        try:
+            kept = await task_completed(
+                self._client, wid, entry.run_id, entry.task_id, entry.task_at
+            )
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:  # the server away: looked at again
+                bound.warning("notify.task_unread", error=str(err))
+                await self.store.outbox_lease(entry.key, datetime.now(UTC) + RETRY_FIRST)
+                return False
+            # The run is gone from the server (past retention): sent rather than lost.
+            bound.warning("notify.task_unknown", run_id=entry.run_id, task_id=entry.task_id)
+            kept = True
+        now = datetime.now(UTC)
+        if kept is None:
+            age = now - entry.created_at
+            again = min(max(age, CONFIRM_FIRST), timedelta(seconds=self._sweep))
+            await self.store.outbox_lease(entry.key, now + again)
+            return False
+        if not kept:
+            dropped = await self.store.outbox_void(entry)
+            bound.warning(
+                "notify.dropped_lost_task",
+                run_id=entry.run_id,
+                task_id=entry.task_id,
+                messages=dropped,
+            )
+            return False
+        await self.store.outbox_confirm(entry, now)
+        return True
 
     async def _renew(self, key: str) -> None:
         while True:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     and_,
+    delete,
     func,
     or_,
     select,
@@ -168,6 +169,13 @@ outbox = Table(
     # When the relay may try it next: a failed attempt's back-off, or the lease of the relay
     # that is sending it now (renewed while it sends; a relay that died lets it lapse).
     Column("next_attempt_at", UtcDateTime),
+    # The workflow task that recorded it (its run, started event and clock): the relay sends it
+    # once that task is in history as completed (``confirmed_at``) and drops it if the task was
+    # lost, since its retry decided anew. Unset: nothing to wait for.
+    Column("run_id", String(64)),
+    Column("task_id", Integer),
+    Column("task_at", UtcDateTime),
+    Column("confirmed_at", UtcDateTime),
     Index("ix_outbox_case_number", "case_number"),
     Index("ix_outbox_created_at", "created_at"),  # the report's (migration 0003)
     # What the relay reads (migration 0007): the messages not yet sent nor refused.
@@ -200,6 +208,9 @@ class OutboxMessage:
     body: str
     message_id: str
     seq: int
+    run_id: str | None = field(default=None, kw_only=True)
+    task_id: int | None = field(default=None, kw_only=True)
+    task_at: datetime | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -213,6 +224,12 @@ class OutboxEntry(OutboxMessage):
     undelivered_at: datetime | None = None
     undelivered_reason: str | None = None
     next_attempt_at: datetime | None = None
+    confirmed_at: datetime | None = None
+
+    @property
+    def unconfirmed(self) -> bool:
+        """Recorded by a workflow task not yet known to have completed."""
+        return self.run_id is not None and self.confirmed_at is None
 
     @property
     def in_doubt(self) -> bool:
@@ -303,7 +320,18 @@ class CaseStore:
             set_={name: policy.excluded[name] for name in _updated(policy_changes)},
             where=policy_changes.c.at <= policy.excluded.at,
         )
-        self._add_messages = self._insert(outbox).on_conflict_do_nothing()
+        # A message is recorded once by its key. Recorded again before it was confirmed, by the
+        # retry of a lost workflow task that decided it too, it waits for that retry instead.
+        message = self._insert(outbox)
+        self._add_messages = message.on_conflict_do_update(
+            index_elements=[outbox.c.key],
+            set_={name: message.excluded[name] for name in ("run_id", "task_id", "task_at")},
+            where=and_(
+                outbox.c.confirmed_at.is_(None),
+                outbox.c.sent_at.is_(None),
+                outbox.c.undelivered_at.is_(None),
+            ),
+        )
 
     def _messages(self, messages: Sequence[OutboxMessage], at: datetime) -> list[dict[str, Any]]:
         return [
@@ -520,6 +548,30 @@ class CaseStore:
         async with self.engine.begin() as conn:
             taken: int = (await conn.execute(statement)).rowcount
         return taken == 1
+
+    async def outbox_confirm(self, entry: OutboxEntry, at: datetime) -> None:
+        """The workflow task that recorded ``entry`` completed: its messages may go."""
+        await self._outbox_update(
+            update(outbox).where(*self._recorded_by(entry)).values(confirmed_at=at)
+        )
+
+    async def outbox_void(self, entry: OutboxEntry) -> int:
+        """The workflow task that recorded ``entry`` was lost: delete its unsent messages unless
+        a later task recorded them again meanwhile; how many went."""
+        statement = delete(outbox).where(*self._recorded_by(entry), outbox.c.sent_at.is_(None))
+        async with self.engine.begin() as conn:
+            gone: int = (await conn.execute(statement)).rowcount
+        return gone
+
+    @staticmethod
+    def _recorded_by(entry: OutboxEntry) -> list[Any]:
+        """The unconfirmed messages of ``entry``'s case that its workflow task recorded."""
+        return [
+            outbox.c.case_number == entry.case_number,
+            outbox.c.run_id == entry.run_id,
+            outbox.c.task_id == entry.task_id,
+            outbox.c.confirmed_at.is_(None),
+        ]
 
     async def outbox_lease(self, key: str, until: datetime) -> None:
         """Keep the lease of a message being sent until ``until``."""

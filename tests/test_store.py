@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.case_activities import CaseActivities
 from activities.db import async_url, make_engine
 from activities.migrate import alembic_config, downgrade, upgrade
-from activities.store import CaseStore, OutboxMessage, metadata
+from activities.store import CaseStore, OutboxEntry, OutboxMessage, metadata
 from settings import Settings
 from workflows.contract import Actor, CaseRecord, HistoryRecord, Persist, Record, Status
 
@@ -314,6 +314,53 @@ async def test_the_outbox_keeps_the_first_recording_of_a_key(store: CaseStore) -
     assert (stored.attempts, stored.last_error) == (2, None)
     assert await store.outbox(number) == [stored]
     assert await store.outbox(number, pending_only=True) == []
+
+
+async def test_a_message_waits_for_the_task_that_recorded_it_last(store: CaseStore) -> None:
+    """A lost workflow task's retry that decides the same message records it again: the message
+    then waits for the retry's task, and dropping the lost task's messages leaves it; once
+    confirmed, its task never moves. A lost task's message that nobody recorded again goes."""
+    number = case_number()
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def message(seq: int, task: int) -> OutboxMessage:
+        return OutboxMessage(
+            key=f"case-{number}:run-1:{seq}:notify:reminder",
+            case_number=number,
+            template="reminder",
+            recipient="ann@alma.example",
+            subject=f"task {task}",
+            body="body",
+            message_id=f"<case-{number}.run-1.{seq}.notify.reminder@support-cases>",
+            seq=seq,
+            run_id="run-1",
+            task_id=task,
+            task_at=at + timedelta(seconds=task),
+        )
+
+    async def stored(seq: int) -> OutboxEntry | None:
+        return await store.outbox_entry(message(seq, 0).key)
+
+    await store.record([], [message(4, 10)], at=at)
+    lost = await stored(4)
+    assert lost is not None and lost.unconfirmed and lost.task_id == 10
+    await store.record([], [message(4, 14)], at=at + timedelta(seconds=5))  # the retry
+    retried = await stored(4)
+    assert retried is not None and (retried.task_id, retried.subject) == (14, "task 10")
+    assert retried.created_at == at  # the first recording's words and instant stay
+    assert await store.outbox_void(lost) == 0  # recorded again since: it waits for task 14
+
+    await store.outbox_confirm(retried, at + timedelta(seconds=6))
+    await store.record([], [message(4, 20)], at=at + timedelta(seconds=7))
+    kept = await stored(4)
+    assert kept is not None and not kept.unconfirmed and kept.task_id == 14
+    assert await store.outbox_void(retried) == 0  # confirmed: never dropped
+
+    await store.record([], [message(5, 30)], at=at + timedelta(seconds=8))
+    orphan = await stored(5)
+    assert orphan is not None and orphan.unconfirmed
+    assert await store.outbox_void(orphan) == 1
+    assert await stored(5) is None
 
 
 # ---- URLs and engines -----------------------------------------------------------------------

@@ -30,6 +30,7 @@ from workflows.contract import (
     CaseInput,
     CustomerReply,
     Deadline,
+    DecidingTask,
     Effect,
     HandlerName,
     MailUndelivered,
@@ -311,10 +312,15 @@ class SupportCase:
         """Write ``batch`` through the ``record`` local activity; the batch leaves the pending
         effects once it is written (or failed for good)."""
         self._recording = True
+        info = workflow.info()
+        # Its messages wait for this task's completion (a lost task's retry may decide otherwise).
+        task = DecidingTask(
+            run_id=info.run_id, event_id=info.get_current_history_length(), at=workflow.now()
+        )
         try:
             return await workflow.execute_local_activity(
                 ActivityName.RECORD,
-                Record(effects=batch, claim=claim),
+                Record(effects=batch, claim=claim, task=task),
                 result_type=RecordResult,
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,

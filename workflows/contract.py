@@ -541,6 +541,17 @@ class Register(BaseModel):
 Effect = Annotated[Persist | Notify | Register, Field(discriminator="kind")]
 
 
+class DecidingTask(BaseModel):
+    """The workflow task that asked for a record: its run, the id of its started event (the
+    history's length in that task) and the workflow's clock then. A record's messages go out
+    only once that task is in history as completed: a task that was lost (its worker died after
+    the record) decided nothing for good, and its retry may decide otherwise."""
+
+    run_id: str
+    event_id: int
+    at: datetime
+
+
 class Record(BaseModel):
     """The input of the ``record`` local activity: the effects of one or more decisions, written
     in one database transaction (and the registrations sent after it). ``claim`` is set on the
@@ -549,6 +560,7 @@ class Record(BaseModel):
 
     effects: list[Effect]
     claim: str | None = None
+    task: DecidingTask | None = None
 
 
 class RecordResult(BaseModel):

@@ -22,8 +22,10 @@ def spawn_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     (its whole process group) when the test ends, whatever happened."""
     started: list[WorkerProcess] = []
 
-    def spawn(env: dict[str, str], name: str = "worker") -> WorkerProcess:
-        worker = WorkerProcess(name, env, tmp_path / f"{name}.log").start()
+    def spawn(
+        env: dict[str, str], name: str = "worker", command: tuple[str, ...] = ("worker.py",)
+    ) -> WorkerProcess:
+        worker = WorkerProcess(name, env, tmp_path / f"{name}.log", command).start()
         started.append(worker)
         return worker
 

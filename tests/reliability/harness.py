@@ -114,6 +114,8 @@ class WorkerProcess:
     name: str
     env: dict[str, str]
     log_path: Path
+    # What runs under the interpreter: production's worker, or a test's variant of it.
+    command: tuple[str, ...] = ("worker.py",)
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
     _offset: int = 0
@@ -123,7 +125,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed when the process ends
         self._offset = self._log.tell()
         self.process = subprocess.Popen(
-            [*DIES_WITH_THE_TESTS, sys.executable, "worker.py"],
+            [*DIES_WITH_THE_TESTS, sys.executable, *self.command],
             cwd=REPO,
             env=self.env,
             stdin=subprocess.DEVNULL,
