@@ -177,7 +177,16 @@ class WorkerProcess:
         address = self.env.get("TEMPORAL_ADDRESS") or (
             f"127.0.0.1:{self.env['CASES_DEV_SERVER_PORT']}"
         )
-        client = await Client.connect(address)
+        # The server may be away a while (the soak restarts it while a worker comes back).
+        give_up = time.monotonic() + timeout
+        while True:
+            try:
+                client = await Client.connect(address)
+                break
+            except RuntimeError:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.5)
         # The SDK's default worker identity: the worker process's pid at this host.
         identity = f"{self.pid}@{socket.gethostname()}"
         await worker_polling(client, self.env["CASES_TASK_QUEUE"], identity)
