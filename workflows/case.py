@@ -93,6 +93,7 @@ class SupportCase:
         self._draining = False
         self._start_error: str | None = None
         self._opened_now = False  # this run opened the case (not a continued run)
+        self._opening: asyncio.Task[None] | None = None  # the opening's record, until it answers
         self._parked: Deadline | None = None  # a deadline the core failed on; waits for an event
         # The timer of the next deadline: kept while the deadline stays, whatever else happens.
         self._timer: asyncio.Task[None] | None = None
@@ -153,20 +154,22 @@ class SupportCase:
             # can count as replaying, and a replay records no metric.
             metrics.transition(None, self._state.status)
             # The policy first: a start it refuses must not claim the number (nor record any
-            # effect); then the claim, in the record of the opening (one transaction).
+            # effect); then the claim, in the record of the opening (one transaction). The clock
+            # runs meanwhile: a case opened while the store is down acts on its deadlines on time.
             await self._resolve_policy()
-            await self._open()
-        recorder = asyncio.create_task(self._record_loop())
-        if self._pending:
-            self._wake.set()  # what a continued run carried, or what came during the opening
+            self._opening = asyncio.create_task(self._open())
+        recorder = asyncio.create_task(self._record_loop(self._opening))
         while True:
             while self._state.status is not Status.CLOSED and not self._should_continue_as_new():
                 await self._step()
+                self._opened()
             self._publish()
             if self._state.status is Status.CLOSED:
                 await workflow.wait_condition(lambda: not self._pending and not self._recording)
+                self._opened()
                 recorder.cancel()
                 return lifecycle.snapshot(self._state)
+            self._opened()
             await self._continue_as_new(recorder)  # returns only while the effects do not fit
 
     async def _resolve_policy(self) -> None:
@@ -190,6 +193,12 @@ class SupportCase:
                 type="InvalidCaseInput",
                 non_retryable=True,
             ) from None
+
+    def _opened(self) -> None:
+        """Once the opening's record has answered: raise the start's failure, if it failed."""
+        if self._opening is not None and self._opening.done():
+            opening, self._opening = self._opening, None
+            opening.result()
 
     async def _open(self) -> None:
         """The opening's record claims the number for this run before anything is written: a
@@ -232,6 +241,7 @@ class SupportCase:
                 or self._changed
                 or self._rang
                 or self._should_continue_as_new()
+                or (self._opening is not None and self._opening.done())
             )
         )
         if self._rang:  # its instant has come: acted on in the next pass, against the clock
@@ -277,8 +287,9 @@ class SupportCase:
             or info.get_current_history_length() > CASE_HISTORY_BOUND
         )
         # Pending effects over their byte budget hold the continue-as-new until they drain: the
-        # run keeps taking events and deadlines, and nothing is dropped.
-        return due and bounds.effects_fit(self._pending)
+        # run keeps taking events and deadlines, and nothing is dropped. So does an opening
+        # whose record has not answered: the claim is this run's to make.
+        return due and self._opening is None and bounds.effects_fit(self._pending)
 
     async def _continue_as_new(self, recorder: asyncio.Task[None]) -> None:
         # Let the record in flight finish, so the next run does not write the same effects
@@ -297,7 +308,14 @@ class SupportCase:
 
     # ---- the record of each decision ----------------------------------------------------------
 
-    async def _record_loop(self) -> None:
+    async def _record_loop(self, opening: asyncio.Task[None] | None) -> None:
+        if opening is not None:
+            # Nothing is recorded before the claim; a refused opening records nothing at all.
+            await workflow.wait([opening])
+            if opening.exception() is not None:
+                return
+        if self._pending:
+            self._wake.set()  # what a continued run carried, or what came during the opening
         while True:
             await self._wake.wait()
             self._wake.clear()
