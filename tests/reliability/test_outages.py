@@ -16,12 +16,15 @@ from sqlalchemy.engine import make_url
 
 from activities import upgrade
 from activities.store import CaseStore
+from starter.client import CaseClient
 from tests.reliability.harness import (
     RECOVERY_WITHIN,
+    TIER1,
     Plan,
     Tally,
     WorkerProcess,
     arrived,
+    case_input,
     case_worker_environment,
     check_deadline_instants,
     check_outcome,
@@ -31,16 +34,24 @@ from tests.reliability.harness import (
     message_ids,
     mixed_plans,
     open_and_drive,
+    send_events,
+    to,
     wait_until,
 )
 from tests.reliability.tcp_proxy import TcpProxy
-from workflows.contract import DeadlinePolicy
+from tests.soak.oracle import replay, run_histories
+from workflows.contract import DeadlinePolicy, PolicySettings, Status
 
 POLICY = DeadlinePolicy(pcr_reminder="3s", pcr_closing="6s", closing_closed="5s")
 # Seconds down: past the first retry of every record and send, short of the third send's
 # (5 s, 10 s, 20 s apart), so recovery is quick.
 SMTP_OUTAGE = 8.0
 DB_OUTAGE = 6.0
+# A case opened with the store cut goes to Closing 3 s after it waits for the customer; the cut
+# outlasts that.
+OPENING_POLICY = DeadlinePolicy(pcr_reminder="1s", pcr_closing="3s", closing_closed="1h")
+OPENING_OUTAGE = 20.0
+SETTINGS = PolicySettings.model_validate({"shortest": "1s"})  # the workers' (the oracle reads it)
 
 
 async def count_rows(store: CaseStore, plans: list[Plan]) -> int:
@@ -222,3 +233,66 @@ async def test_database_outage_persist_retries_and_every_row_exists_once(
         f"{describe_plans(plans)}; PostgreSQL cut at {cut_at:%H:%M:%S} for {DB_OUTAGE:.0f} s "
         f"(connections reset, new ones refused); {back_off}; recovered {took:.0f} s after"
     )
+
+
+async def test_a_case_opened_while_the_database_is_down_acts_on_its_deadlines_on_time(
+    env: Any,
+    inbox: Any,
+    postgres_databases: Any,
+    spawn_worker: Callable[..., WorkerProcess],
+    unique: Callable[[str], str],
+    tally: Tally,
+) -> None:
+    """Its opening record (and the claim in it) waits for the database; its clock does not: it
+    goes from Pending Customer Response to Closing at the guide's instant while the store is
+    still cut, and everything is written and mailed once it is back."""
+    direct = await postgres_databases.create()
+    await upgrade(direct)
+    target = make_url(direct)
+    proxy = await TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    proxied = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    task_queue = unique("db-open")
+    worker = spawn_worker(case_worker_environment(env, task_queue, proxied, inbox))
+    plan = Plan(case_input(unique("O"), policy=OPENING_POLICY))
+    plan.events = [to("Tier 1 Analysis", TIER1), to("Pending Customer Response", TIER1)]
+    store = CaseStore(direct)
+    cases = CaseClient(env.client, task_queue)
+    try:
+        await worker.ready()
+        proxy.cut()
+        plan.run_id = (await cases.open(plan.case)).first_execution_run_id
+        await send_events(env.client, plan)
+
+        async def closing() -> bool:
+            return (await cases.snapshot(plan.number)).status is Status.CLOSING
+
+        async def status() -> str:
+            return f"{(await cases.snapshot(plan.number)).status}\n{worker.tail()}"
+
+        await wait_until(closing, OPENING_OUTAGE, status)
+        assert await store.get_case(plan.number) is None, "the store is still cut"
+        [entry] = [h for h in (await cases.snapshot(plan.number)).history if h.due is not None]
+        assert entry.due is not None
+        late = (entry.at - entry.due).total_seconds()
+        assert late < 2.0, f"the deadline waited {late:.1f} s for the opening record"
+        await proxy.restore()
+
+        async def written() -> bool:
+            recorded = await store.outbox(plan.number)
+            return len(recorded) >= 3 and not await store.outbox(plan.number, pending_only=True)
+
+        await wait_until(written, RECOVERY_WITHIN, status)
+        assert plan.run_id is not None
+        runs = await run_histories(env.client, plan.number, plan.run_id)
+        wanted = set(replay(plan.number, runs, SETTINGS).message_ids)
+        got = message_ids(inbox.messages)
+        assert set(got) == wanted and all(n == 1 for n in got.values())
+        assert [h.seq for h in await store.history(plan.number)] == [
+            h.seq for h in (await cases.snapshot(plan.number)).history
+        ]
+    finally:
+        await store.dispose()
+        await proxy.stop()
+    tally.cases, tally.messages_expected = 1, len(wanted)
+    tally.messages_received = sum(got.values())
+    tally.notes = f"opened with PostgreSQL cut; Closing {late:.2f} s after its instant, store cut"
