@@ -37,7 +37,8 @@ from workflows.payloads import Malformed, decode_object
 
 E = EventType
 # The case's local activities: an opening run's first reads the policy settings, its second is
-# the opening's record, which claims the number (the run loop starts once it answered).
+# the opening's record, which claims the number (the run loop starts once the settings are read,
+# without waiting for the claim; the claim's answer wakes it).
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 # Failures the server records on its own (tests/reliability/harness.py, failed_workflow_tasks).
 SERVER_CLOSED = (
@@ -175,7 +176,7 @@ def replay(
                         wake = True
                         continue
                     if job.claim:
-                        loop_running = wake = True
+                        wake = True
                         continue
                     out.events += 1
                     state, changed, added = _take(out, state, job, now)
@@ -185,6 +186,7 @@ def replay(
                     decision = lifecycle.resolve_policy(state, settings, now)
                     state = decision.state
                     effects += decision.effects
+                    loop_running = wake = True
                 pending = []
                 first_activation = False
                 if loop_running and wake:
