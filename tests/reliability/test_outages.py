@@ -184,6 +184,17 @@ async def test_smtp_outage_retries_with_back_off_and_sends_each_message_once(
     )
 
 
+async def behind_a_proxy(postgres_databases: Any) -> tuple[str, str, TcpProxy]:
+    """A fresh, migrated PostgreSQL database: its URL, its URL through a TCP proxy the test can
+    cut, and the proxy."""
+    direct = await postgres_databases.create()
+    await upgrade(direct)
+    target = make_url(direct)
+    proxy = await TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
+    proxied = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    return direct, proxied, proxy
+
+
 async def test_database_outage_persist_retries_and_every_row_exists_once(
     env: Any,
     inbox: Any,
@@ -192,11 +203,7 @@ async def test_database_outage_persist_retries_and_every_row_exists_once(
     unique: Callable[[str], str],
     tally: Tally,
 ) -> None:
-    direct = await postgres_databases.create()
-    await upgrade(direct)
-    target = make_url(direct)
-    proxy = await TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
-    proxied = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    direct, proxied, proxy = await behind_a_proxy(postgres_databases)
     task_queue = unique("db")
     worker = spawn_worker(case_worker_environment(env, task_queue, proxied, inbox))
     plans = mixed_plans(unique("D"), 30, POLICY)
@@ -246,11 +253,7 @@ async def test_a_case_opened_while_the_database_is_down_acts_on_its_deadlines_on
     """Its opening record (and the claim in it) waits for the database; its clock does not: it
     goes from Pending Customer Response to Closing at the guide's instant while the store is
     still cut, and everything is written and mailed once it is back."""
-    direct = await postgres_databases.create()
-    await upgrade(direct)
-    target = make_url(direct)
-    proxy = await TcpProxy(target.host or "127.0.0.1", target.port or 5432).start()
-    proxied = target.set(host=proxy.host, port=proxy.port).render_as_string(hide_password=False)
+    direct, proxied, proxy = await behind_a_proxy(postgres_databases)
     task_queue = unique("db-open")
     worker = spawn_worker(case_worker_environment(env, task_queue, proxied, inbox))
     plan = Plan(case_input(unique("O"), policy=OPENING_POLICY))
